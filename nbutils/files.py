@@ -1,0 +1,55 @@
+"""Where things live and how they are written: repo-relative paths, atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))
+
+
+def repo_path(path: str | os.PathLike) -> Path:
+    """A params path: absolute as given, relative to the repository root otherwise
+    (so a notebook opened in ``notebooks/`` and the CLI agree)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` only if
+    the block succeeds. Works for files and for directories."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(obj, target: str | os.PathLike) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike, default=None):
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def update_json(target: str | os.PathLike, section: str, values: dict) -> dict:
+    """Set ``section`` of a JSON file of sections (e.g. a stage in metrics.json)."""
+    data = read_json(target, {})
+    data[section] = values
+    write_json(data, target)
+    return data

@@ -1,0 +1,53 @@
+"""Run the stages in order with papermill into ``runs/<run>/iter_<n>/``.
+
+Params are resolved and validated once, before any notebook (or model) starts;
+``config.json`` records them with where each value came from. A stage whose
+manifest matches its params and whose outputs exist is skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import params as P
+from .files import REPO_ROOT, write_json
+from .stage import stage_for
+
+# Stages run for every iteration, in order (later issues append theirs).
+ITERATION_STAGES = ["01_generate"]
+
+
+def execute(notebook: str, out: Path, parameters: dict) -> None:
+    """Execute ``notebooks/<notebook>.ipynb`` into ``out`` (the run product)."""
+    import papermill as pm
+
+    pm.execute_notebook(str(P.NOTEBOOKS_DIR / f"{notebook}.ipynb"), str(out),
+                        parameters=parameters, cwd=str(REPO_ROOT / "notebooks"),
+                        kernel_name="python3", progress_bar=False, log_output=False)
+
+
+def run(files: list[str], overrides: dict | None = None, iterations: list[int] | None = None,
+        stages: list[str] | None = None, force: bool = False) -> Path:
+    """Resolve params, then run ``stages`` (default all) for ``iterations`` (default
+    1..num_iterations). Returns the run directory."""
+    values, sources = P.resolve(files, overrides)
+    stages = stages or ITERATION_STAGES
+    unknown = [s for s in stages if s not in ITERATION_STAGES]
+    if unknown:
+        raise P.ParamsError(f"unknown stage(s) {unknown}; stages: {ITERATION_STAGES}")
+    iterations = iterations or list(range(1, values["num_iterations"] + 1))
+    P.validate({**values, "iteration": max(iterations)})  # iterations within num_iterations
+    first = stage_for(stages[0], values)
+    write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
+               first.run_dir / "config.json")
+    for n in iterations:
+        for name in stages:
+            stage = stage_for(name, {**values, "iteration": n})
+            out = stage.iter_dir / f"{name}.ipynb"
+            if stage.is_complete() and not force:
+                print(f"iteration {n} · {name}: done for these params, skipped ({out})")
+                continue
+            print(f"iteration {n} · {name}: running → {out}", flush=True)
+            stage.iter_dir.mkdir(parents=True, exist_ok=True)
+            execute(name, out, stage.params)
+    print(f"run directory: {first.run_dir}")
+    return first.run_dir

@@ -1,0 +1,136 @@
+"""Stage 01 end to end on the tiny preset, through papermill, with both backends."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import papermill as pm
+import pytest
+
+from nbutils.files import REPO_ROOT
+from nbutils.responses import SCHEMA, summarize
+from tests.conftest import cli, metrics, params_args, read_generations
+
+pytestmark = pytest.mark.slow
+NB = str(REPO_ROOT / "notebooks" / "01_generate.ipynb")
+
+
+def run_tiny(runs_dir, run_name, **params):
+    return cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
+               *params_args(runs_dir=runs_dir, run_name=run_name, **params))
+
+
+@pytest.fixture(scope="module")
+def vllm_run(runs_dir):
+    run_tiny(runs_dir, "vllm", backend="vllm", prompts_per_iteration=24, shard_size=8)
+    return runs_dir / "vllm"
+
+
+@pytest.fixture(scope="module")
+def hf_run(runs_dir):
+    run_tiny(runs_dir, "hf", backend="hf", prompts_per_iteration=48, shard_size=4)
+    return runs_dir / "hf"
+
+
+def check_generations(run_dir, backend, prompts):
+    df = read_generations(run_dir)
+    assert list(df.columns) == SCHEMA and len(df) == prompts
+    assert (df["backend"] == backend).all() and df["prompt_id"].is_unique
+    assert all(len(r) == 5 for r in df["all_generated_responses"])
+    assert all(len(t) == 5 for t in df["response_num_tokens"])
+    responses = df["all_generated_responses"].explode()
+    assert responses.str.len().gt(0).mean() > 0.95
+    assert not responses.str.contains(r"</s>|\[INST\]|<pad>").any()  # special tokens stripped
+    assert responses.groupby(level=0).nunique().gt(1).mean() > 0.9  # the 5 answers differ
+    m = metrics(run_dir)["01_generate"]
+    assert m["backend"] == backend and m["prompts"] == prompts and m["responses"] == 5 * prompts
+    assert (run_dir / "iter_1" / "01_generate.ipynb").exists()  # the executed notebook, beside
+    assert (run_dir / "iter_1" / "01_response_lengths.png").stat().st_size > 5000
+    assert (run_dir / "config.json").exists()
+    return df
+
+
+def test_vllm_backend_writes_the_schema(vllm_run):
+    check_generations(vllm_run, "vllm", 24)
+
+
+def test_hf_backend_writes_the_same_schema(hf_run, vllm_run):
+    hf, vllm = check_generations(hf_run, "hf", 48), read_generations(vllm_run)
+    assert (hf.dtypes == vllm.dtypes).all()
+    assert set(vllm["prompt_id"]) <= set(hf["prompt_id"])  # same prompt subset for iteration 1
+
+
+def test_rerun_skips_finished_work(hf_run, runs_dir):
+    out = hf_run / "iter_1" / "generations.parquet"
+    before = out.stat().st_mtime_ns
+    proc = run_tiny(runs_dir, "hf", backend="hf", prompts_per_iteration=48, shard_size=4)
+    assert "skipped" in proc.stdout and out.stat().st_mtime_ns == before
+
+
+def test_changed_params_rerun_the_stage(runs_dir):
+    run_tiny(runs_dir, "short", backend="hf", prompts_per_iteration=8, shard_size=8, max_new_tokens=6)
+    first = read_generations(runs_dir / "short")
+    m = metrics(runs_dir / "short")["01_generate"]
+    assert m["truncated_responses"] > 0 and "length" in set(first["finish_reasons"].explode())
+    run_tiny(runs_dir, "short", backend="hf", prompts_per_iteration=8, shard_size=8, max_new_tokens=40)
+    assert read_generations(runs_dir / "short")["max_new_tokens"].eq(40).all()
+
+
+def test_killed_run_resumes_to_the_same_rows(hf_run, runs_dir):
+    args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1",
+            *params_args(runs_dir=runs_dir, run_name="killed", backend="hf",
+                         prompts_per_iteration=48, shard_size=4)]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = runs_dir / "killed" / "iter_1" / "generations.parquet.shards"
+    deadline = time.time() + 300
+    while not list(shards.glob("shard-*.parquet")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(shards.glob("shard-*.parquet")))
+    assert 1 <= done < 12, f"{done} shards when killed"
+    assert not (runs_dir / "killed" / "iter_1" / "generations.parquet").exists()
+    assert not list(shards.glob(".*"))  # no half-written shard left behind
+    run_tiny(runs_dir, "killed", backend="hf", prompts_per_iteration=48, shard_size=4)
+    assert metrics(runs_dir / "killed")["01_generate"]["shards_resumed"] == done
+    resumed, whole = read_generations(runs_dir / "killed"), read_generations(hf_run)
+    pd.testing.assert_frame_equal(resumed, whole)
+
+
+def test_notebook_runs_as_a_user_opens_it(user_checkout, vllm_run, tmp_path):
+    """papermill with no parameters at all: the tiny preset, vLLM, in a fresh checkout."""
+    root, env = user_checkout
+    subprocess.run([sys.executable, "-m", "papermill", str(root / "notebooks" / "01_generate.ipynb"),
+                    str(tmp_path / "out.ipynb"), "--cwd", str(root / "notebooks")],
+                   env=env, check=True, capture_output=True)
+    df = pd.read_parquet(root / "runs" / "tiny" / "iter_1" / "generations.parquet")
+    assert len(df) == 64 and (df["backend"] == "vllm").all()
+    # vLLM seeds per prompt: the same prompts give the same answers whatever the sharding
+    small = read_generations(vllm_run).set_index("prompt_id")["all_generated_responses"]
+    big = df.set_index("prompt_id")["all_generated_responses"].loc[small.index]
+    same = sum(list(a) == list(b) for a, b in zip(small, big))
+    assert same >= 0.9 * len(small), f"only {same}/{len(small)} prompts drew the same answers"
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"num_samples": 0}, "num_samples: must be at least 1"),
+    ({"num_sample": 3}, "did you mean 'num_samples'"),
+    ({"prompts_dataset": "nbutils/data/missing.jsonl"}, "no such file"),
+])
+def test_notebook_refuses_bad_params_before_loading_a_model(params, needle, tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(NB, str(tmp_path / "out.ipynb"), cwd=str(REPO_ROOT / "notebooks"),
+                            parameters={"runs_dir": str(tmp_path), **params}, progress_bar=False)
+    assert needle in str(e.value) and "ParamsError" in str(e.value)
+    assert not list(tmp_path.rglob("generations*"))
+
+
+def test_empty_and_truncated_are_counted():
+    df = pd.DataFrame({"all_generated_responses": [["a b", "", " "], ["c", "d", "e"]],
+                       "finish_reasons": [["stop", "stop", "length"], ["length"] * 3],
+                       "response_num_tokens": [[2, 0, 0], [1, 1, 1]]})
+    s = summarize(df)
+    assert (s["empty_responses"], s["truncated_responses"], s["responses"]) == (2, 4, 6)

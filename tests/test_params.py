@@ -1,0 +1,110 @@
+"""The params vocabulary: presets, notebooks and validation agree."""
+import pytest
+import yaml
+
+from nbutils import params as P
+from nbutils.files import REPO_ROOT
+from tests.conftest import PRESETS, cli
+
+NOTEBOOKS = sorted(P.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_key_is_declared_by_a_notebook(preset):
+    undeclared = set(yaml.safe_load(preset.read_text())) - set(P.vocabulary())
+    assert not undeclared, f"{preset.name}: keys no notebook declares: {undeclared}"
+
+
+def test_base_preset_holds_every_declared_key():
+    assert set(yaml.safe_load(P.BASE_PRESET.read_text())) == set(P.vocabulary())
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_resolves(preset):
+    values, _ = P.resolve([preset])
+    assert values["num_samples"] == 5 and values["num_iterations"] == 3
+
+
+def test_notebook_defaults_are_the_tiny_preset():
+    tiny, _ = P.resolve(["params/tiny.yaml"])
+    for nb in NOTEBOOKS:
+        for name, d in P.declared_in(nb).items():
+            assert d.default == tiny[name], f"{nb.name}: {name} = {d.default!r}, tiny preset {tiny[name]!r}"
+
+
+def test_every_param_has_help_and_a_type():
+    for d in P.vocabulary().values():
+        assert d.help, f"{d.name} in {d.notebook} has no comment"
+        P.coerce(d.default, d.annotation)
+
+
+def test_recipe_defaults():
+    base = yaml.safe_load(P.BASE_PRESET.read_text())
+    assert base["base_model"] == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert base["prompts_dataset"] == "HuggingFaceH4/ultrafeedback_binarized"
+    assert (base["prompts_per_iteration"], base["num_samples"], base["num_iterations"]) == (20000, 5, 3)
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("num_sample: 3\n")
+    with pytest.raises(P.ParamsError) as e:
+        P.resolve(["params/tiny.yaml", bad])
+    assert "num_sample" in str(e.value) and str(bad) in str(e.value) and "num_samples" in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("temperature", "hot", "expected float"),
+    ("num_samples", 2.5, "expected int"),
+    ("num_samples", True, "expected int"),
+    ("num_samples", 0, "at least 1"),
+    ("top_p", 1.5, "(0, 1]"),
+    ("backend", "onnx", "one of"),
+    ("run_name", "../escape", "plain name"),
+    ("prompts_dataset", "data/missing.jsonl", "no such file"),
+    ("prompts_dataset", "not a hub id", "neither"),
+    ("base_model", "./no/such/model", "no model"),
+    ("iteration", 4, "past num_iterations"),
+])
+def test_bad_values_are_refused_naming_the_key(key, value, needle):
+    with pytest.raises(P.ParamsError) as e:
+        P.resolve(["params/tiny.yaml"], {key: value})
+    assert key in str(e.value) and needle in str(e.value)
+
+
+def test_int_is_accepted_for_float():
+    values, _ = P.resolve(["params/tiny.yaml"], {"temperature": 1})
+    assert values["temperature"] == 1.0 and isinstance(values["temperature"], float)
+
+
+def test_secrets_are_not_params():
+    with pytest.raises(P.ParamsError, match="environment"):
+        P.resolve(["params/tiny.yaml"], {"hf_token": "hf_abc"})
+
+
+def test_presets_merge_in_order(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("num_samples: 3\nseed: 1\n")
+    b.write_text("num_samples: 4\n")
+    values, sources = P.resolve(["params/tiny.yaml", a, b], {"seed": 7})
+    assert (values["num_samples"], values["seed"], values["max_new_tokens"]) == (4, 7, 96)
+    assert sources["num_samples"] == str(b) and sources["seed"] == "-p override"
+
+
+def test_nested_preset_is_refused(tmp_path):
+    bad = tmp_path / "nested.yaml"
+    bad.write_text("generation:\n  num_samples: 3\n")
+    with pytest.raises(P.ParamsError, match="flat"):
+        P.resolve([bad])
+
+
+def test_cli_refuses_bad_params_before_anything_runs(runs_dir):
+    proc = cli("run", "-f", "params/tiny.yaml", "-p", "runs_dir", str(runs_dir),
+               "-p", "run_name", "refused", "-p", "num_samples", "0", check=False)
+    assert proc.returncode == 2 and "num_samples" in proc.stderr
+    assert not (runs_dir / "refused").exists()
+
+
+def test_cli_lists_params():
+    out = cli("params").stdout
+    assert "num_samples" in out and "responses per prompt" in out
