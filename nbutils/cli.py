@@ -50,4 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except P.ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a stage failed: say where, not papermill's whole traceback
+        if type(e).__name__ != "PapermillExecutionError":
+            raise
+        print(f"error: {e.ename}: {e.evalue}\n(cell {e.exec_count}; the executed notebook "
+              "holds the full traceback)", file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,7 @@ run draws what an uninterrupted one would have.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import os
@@ -106,12 +107,25 @@ class HFBackend:
         return out
 
 
+_LOADED: dict = {}  # one engine at a time, kept for reruns of a notebook cell
+ENGINE_KEYS = ("dtype", "seed", "gpu_memory_utilization", "max_model_len")
+
+
 def load_backend(model: str, p: dict):
-    """The generation backend ``p['backend']`` names (``auto``: vLLM if installed)."""
+    """The generation backend ``p['backend']`` names (``auto``: vLLM if installed).
+    Rerunning with the same model and engine settings reuses the loaded engine;
+    anything else frees it first (vLLM holds its memory share while it lives)."""
     name = pick_backend(p["backend"])
     if name == "vllm" and not importlib.util.find_spec("vllm"):
         raise ImportError("backend 'vllm' asked for, but vllm is not installed (make install)")
-    return (VLLMBackend if name == "vllm" else HFBackend)(model, p)
+    key = (name, model, *(p[k] for k in ENGINE_KEYS))
+    if key not in _LOADED:
+        _LOADED.clear()
+        gc.collect()
+        _LOADED[key] = (VLLMBackend if name == "vllm" else HFBackend)(model, p)
+    backend = _LOADED[key]
+    backend.p = p  # sampling settings may change between calls
+    return backend
 
 
 def timed_generate(backend, prompt_ids, seeds) -> tuple[list[list[Sample]], float]:

@@ -29,5 +29,6 @@ def policy_for_iteration(stage) -> str:
     if not (path / "config.json").exists():
         raise FileNotFoundError(
             f"iteration {n} samples from iteration {n - 1}'s policy, which is not at {path}. "
-            f"Make it with: python -m nbutils run -f params/<preset>.yaml --iterations {n - 1}")
+            f"Stage 03_dpo_qlora of iteration {n - 1} saves it: "
+            f"python -m nbutils run -f params/<preset>.yaml --iterations {n - 1}")
     return str(path)

@@ -20,11 +20,12 @@ def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
             for p in prompts]
 
 
-def generate_responses(stage, prompts, model: str, out_path):
+def generate_responses(stage, prompts, model: str, out_path, backend=None):
     """Sample ``num_samples`` responses for every prompt and write ``out_path``.
-    Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``."""
+    Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``.
+    ``backend``: an already loaded one to reuse (benchmarks), else one is loaded."""
     p, t0 = stage.params, time.perf_counter()
-    backend = load_backend(model, p)
+    backend = backend or load_backend(model, p)
     load_s = time.perf_counter() - t0
     rows = prompts.to_list()
     ids = chat_prompt_ids(backend.tokenizer, [r["prompt"] for r in rows])
@@ -74,8 +75,10 @@ def summarize(df: pd.DataFrame, skipped_long: int = 0) -> dict:
     }
 
 
-def examples(df: pd.DataFrame, k: int = 3) -> pd.DataFrame:
-    """One row per response of the first ``k`` prompts, for a quick look."""
-    head = df.head(k)[["prompt", "all_generated_responses", "finish_reasons"]]
-    return head.explode(["all_generated_responses", "finish_reasons"]).rename(
-        columns={"all_generated_responses": "response", "finish_reasons": "finish"})
+def examples(df: pd.DataFrame, k: int = 3):
+    """One row per response of the first ``k`` prompts, full text, for a quick look."""
+    head = df.head(k)[["prompt", "all_generated_responses", "finish_reasons", "response_num_tokens"]]
+    table = head.explode(["all_generated_responses", "finish_reasons", "response_num_tokens"]).rename(
+        columns={"all_generated_responses": "response", "finish_reasons": "finish",
+                 "response_num_tokens": "tokens"})
+    return table.style.set_properties(**{"text-align": "left", "white-space": "pre-wrap"})

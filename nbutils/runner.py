@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import params as P
-from .files import REPO_ROOT, write_json
+from .files import REPO_ROOT, read_json, write_json
 from .stage import stage_for
 
 # Stages run for every iteration, in order (later issues append theirs).
@@ -44,10 +44,21 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
             stage = stage_for(name, {**values, "iteration": n})
             out = stage.iter_dir / f"{name}.ipynb"
             if stage.is_complete() and not force:
-                print(f"iteration {n} · {name}: done for these params, skipped ({out})")
+                print(f"iteration {n} · {name}: done for these params, skipped "
+                      f"({stage.manifest_path.name})")
                 continue
             print(f"iteration {n} · {name}: running → {out}", flush=True)
             stage.iter_dir.mkdir(parents=True, exist_ok=True)
             execute(name, out, stage.params)
+    print(summary(first.run_dir, iterations).to_string())
     print(f"run directory: {first.run_dir}")
     return first.run_dir
+
+
+def summary(run_dir: Path, iterations: list[int]):
+    """One row per iteration and stage from the iterations' ``metrics.json``."""
+    import pandas as pd
+
+    rows = [{"iteration": n, "stage": stage, **{k: v for k, v in m.items() if not isinstance(v, (dict, list))}}
+            for n in iterations for stage, m in read_json(run_dir / f"iter_{n}" / "metrics.json", {}).items()]
+    return pd.DataFrame(rows).set_index(["iteration", "stage"]).T if rows else pd.DataFrame()

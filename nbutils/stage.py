@@ -7,17 +7,15 @@ outputs all exist.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import params as P
 from .files import read_json, repo_path, update_json, write_json
 
-IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-PLAIN = (bool, int, float, str, list, dict, type(None))
 
 
 def params_hash(values: dict) -> str:
@@ -74,16 +72,25 @@ def stage_for(notebook: str, values: dict) -> Stage:
     return Stage(notebook, {k: values[k] for k in declared})
 
 
+def injected_names(namespace: dict) -> set[str]:
+    """Names papermill assigned in its injected-parameters cell, read from IPython's
+    input history (``In``); empty when the notebook runs without papermill."""
+    names: set[str] = set()
+    for source in namespace.get("In", []):
+        if source.startswith("# Parameters\n"):
+            names |= {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                      for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
 def resolve_notebook(notebook: str, namespace: dict) -> Stage:
     """Validate a notebook's parameters as they stand in its ``namespace`` (the
     defaults, or what papermill injected), save a snapshot, and return its Stage.
-    A plain value in the namespace that no notebook declares is a mistyped param."""
+    An injected name that no notebook declares is a mistyped param."""
     declared = P.declared_in(P.NOTEBOOKS_DIR / f"{notebook}.ipynb")
     vocab = P.vocabulary()
-    injected = {k: v for k, v in namespace.items()
-                if not k.startswith("_") and k not in IPYTHON_NAMES and k not in declared
-                and isinstance(v, PLAIN) and not isinstance(v, types.ModuleType)}
-    unknown = [P.unknown_key_message(k, vocab) for k in injected if k not in vocab]
+    unknown = [P.unknown_key_message(k, vocab) for k in sorted(injected_names(namespace))
+               if k not in vocab]
     if unknown:
         raise P.ParamsError("invalid parameters passed to this notebook:\n  " + "\n  ".join(unknown))
     stage = Stage(notebook, P.validate({k: namespace[k] for k in declared}, keys=declared))

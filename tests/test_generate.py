@@ -134,3 +134,16 @@ def test_empty_and_truncated_are_counted():
                        "response_num_tokens": [[2, 0, 0], [1, 1, 1]]})
     s = summarize(df)
     assert (s["empty_responses"], s["truncated_responses"], s["responses"]) == (2, 4, 6)
+
+
+def test_rerunning_a_cell_reuses_the_loaded_engine():
+    from nbutils import params as P
+    from nbutils.generation import load_backend
+    from nbutils.models import base_model_path
+
+    values, _ = P.resolve(["params/tiny.yaml"], {"backend": "hf"})
+    model = base_model_path(values["base_model"])
+    first = load_backend(model, values)
+    again = load_backend(model, {**values, "temperature": 1.0})
+    assert again is first and again.p["temperature"] == 1.0
+    assert load_backend(model, {**values, "dtype": "bfloat16"}) is not first

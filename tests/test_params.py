@@ -108,3 +108,15 @@ def test_cli_refuses_bad_params_before_anything_runs(runs_dir):
 def test_cli_lists_params():
     out = cli("params").stdout
     assert "num_samples" in out and "responses per prompt" in out
+
+
+def test_notebook_flags_only_what_papermill_injected(tmp_path):
+    """A user's own variables (a rerun in JupyterLab) are not taken for mistyped params."""
+    from nbutils.stage import resolve_notebook
+
+    defaults = {k: d.default for k, d in P.declared_in(NOTEBOOKS[0]).items()}
+    ns = {**defaults, "runs_dir": str(tmp_path), "stats": {"a": 1}, "In": ["", "stats = {}"]}
+    assert resolve_notebook(NOTEBOOKS[0].stem, ns).params["runs_dir"] == str(tmp_path)
+    ns["In"].append('# Parameters\nnum_sample = 3\nrun_name = "x"\n')
+    with pytest.raises(P.ParamsError, match="num_sample: unknown parameter"):
+        resolve_notebook(NOTEBOOKS[0].stem, ns)
