@@ -80,5 +80,5 @@ def examples(df: pd.DataFrame, k: int = 3):
     head = df.head(k)[["prompt", "all_generated_responses", "finish_reasons", "response_num_tokens"]]
     table = head.explode(["all_generated_responses", "finish_reasons", "response_num_tokens"]).rename(
         columns={"all_generated_responses": "response", "finish_reasons": "finish",
-                 "response_num_tokens": "tokens"})
+                 "response_num_tokens": "tokens"}).reset_index(names="prompt #")
     return table.style.set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
