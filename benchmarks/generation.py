@@ -9,18 +9,15 @@ its wall time against the engine's own time (model load counted separately).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-from nbutils import params as P  # noqa: E402
-from nbutils.generation import derive_seed, load_backend  # noqa: E402
-from nbutils.models import base_model_path  # noqa: E402
-from nbutils.prompts import iteration_prompts  # noqa: E402
-from nbutils.responses import chat_prompt_ids, generate_responses  # noqa: E402
-from nbutils.stage import stage_for  # noqa: E402
+from nbutils import params as P
+from nbutils.generation import derive_seed, load_backend
+from nbutils.models import base_model_path
+from nbutils.prompts import iteration_prompts
+from nbutils.responses import chat_prompt_ids, generate_responses
+from nbutils.stage import stage_for
 
 
 def measure(backend, ids, p) -> tuple[float, int]:

@@ -28,6 +28,13 @@ def derive_seed(*parts) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:8], 16) >> 1
 
 
+def sampling_seeds(backend: str, seed: int, iteration: int, prompt_ids: list[str], shard: int) -> list[int]:
+    """vLLM: one seed per prompt; transformers: one per shard (its batches share a stream)."""
+    if backend == "vllm":
+        return [derive_seed(seed, iteration, pid) for pid in prompt_ids]
+    return [derive_seed(seed, iteration, "shard", shard)] * len(prompt_ids)
+
+
 def pick_backend(name: str) -> str:
     if name != "auto":
         return name

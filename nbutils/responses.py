@@ -5,7 +5,7 @@ import time
 
 import pandas as pd
 
-from .generation import derive_seed, load_backend, timed_generate
+from .generation import load_backend, sampling_seeds, timed_generate
 from .shards import run_sharded, write_parquet
 
 SCHEMA = ["prompt_id", "prompt", "all_generated_responses", "finish_reasons",
@@ -35,8 +35,8 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None):
 
     def work(chunk, shard):
         nonlocal engine_s
-        seeds = ([derive_seed(p["seed"], p["iteration"], rows[i]["prompt_id"]) for i in chunk]
-                 if backend.name == "vllm" else [derive_seed(p["seed"], p["iteration"], "shard", shard)] * len(chunk))
+        seeds = sampling_seeds(backend.name, p["seed"], p["iteration"],
+                               [rows[i]["prompt_id"] for i in chunk], shard)
         samples, secs = timed_generate(backend, [ids[i] for i in chunk], seeds)
         engine_s += secs
         return pd.DataFrame([{

@@ -62,7 +62,7 @@ def test_prompt_id_added_and_duplicates_dropped(tmp_path):
     assert ds["prompt"] == ["a", "b"] and ds["prompt_id"][0] == tiny_corpus.prompt_id("a")
 
 
-def test_parquet_source_and_split_per_iteration(tmp_path):
+def test_empty_prompt_in_parquet_is_named_by_row(tmp_path):
     import pandas as pd
     path = tmp_path / "p.parquet"
     pd.DataFrame({"prompt": ["x", "y", ""]}).to_parquet(path)
