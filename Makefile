@@ -38,6 +38,7 @@ lab: install
 
 bench: install
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/rerank.py
 
 # Rewrite the CPU lock from the current .venv (after a deliberate upgrade).
 lock:

@@ -52,6 +52,27 @@ def model_source(v):
         f"neither {', '.join(TINY_MODELS)}, a model directory, nor a hub id like org/name")
 
 
+def ranker_source(v):
+    """tiny-pairrm, ``module:function``, a local ranker directory, or a hub id."""
+    from .rankers import FUNCTION, TINY_RANKERS
+    if v in TINY_RANKERS or (FUNCTION.match(v) and not looks_local(v)):
+        return None
+    if looks_local(v):
+        path = repo_path(v)
+        return None if (path / "config.json").exists() else f"no ranker (config.json) in {path}"
+    return None if HUB_ID.match(v) else (
+        f"neither {', '.join(TINY_RANKERS)}, module:function, a ranker directory, nor a hub id like org/name")
+
+
+def pair_selection(v):
+    from .pairs import SELECTIONS
+    return one_of(*SELECTIONS)(v)
+
+
+def hub_repo_or_empty(v):
+    return None if v == "" or HUB_ID.match(v) else "must be empty (no upload) or a hub repo id like org/name"
+
+
 RULES = {
     "run_name": name,
     "iteration": at_least(1),
@@ -69,6 +90,11 @@ RULES = {
     "gpu_memory_utilization": fraction,
     "hf_batch_size": at_least(1),
     "shard_size": at_least(1),
+    "ranker": ranker_source,
+    "ranker_batch_size": at_least(1),
+    "pair_selection": pair_selection,
+    "test_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "push_to_hub": hub_repo_or_empty,
 }
 
 

@@ -13,7 +13,7 @@ from .files import REPO_ROOT, read_json, write_json
 from .stage import stage_for
 
 # Stages run for every iteration, in order (later issues append theirs).
-ITERATION_STAGES = ["01_generate"]
+ITERATION_STAGES = ["01_generate", "02_rerank"]
 
 
 def execute(notebook: str, out: Path, parameters: dict) -> None:

@@ -18,7 +18,7 @@ NB = str(REPO_ROOT / "notebooks" / "01_generate.ipynb")
 
 
 def run_tiny(runs_dir, run_name, **params):
-    return cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
+    return cli("run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages", "01_generate",
                *params_args(runs_dir=runs_dir, run_name=run_name, **params))
 
 
@@ -80,6 +80,7 @@ def test_changed_params_rerun_the_stage(runs_dir):
 
 def test_killed_run_resumes_to_the_same_rows(hf_run, runs_dir):
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1",
+            "--stages", "01_generate",
             *params_args(runs_dir=runs_dir, run_name="killed", backend="hf",
                          prompts_per_iteration=48, shard_size=4)]
     proc = subprocess.Popen(args, cwd=REPO_ROOT, start_new_session=True,
