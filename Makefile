@@ -28,7 +28,7 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m nbutils run -f params/tiny.yaml --iterations 1
+	$(PY) -m nbutils run -f params/tiny.yaml
 
 test: install
 	$(PY) -m pytest -q
@@ -39,6 +39,7 @@ lab: install
 bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/dpo_memory.py
 
 # Rewrite the CPU lock from the current .venv (after a deliberate upgrade).
 lock:

@@ -53,3 +53,29 @@ def update_json(target: str | os.PathLike, section: str, values: dict) -> dict:
     data[section] = values
     write_json(data, target)
     return data
+
+
+def fresh_for(folder: Path, fingerprint: dict, what: str) -> None:
+    """Make ``folder`` hold work of ``fingerprint`` only: work made under another
+    fingerprint (other params or inputs) is discarded, never mixed in."""
+    stamp = folder / "_fingerprint.json"
+    if folder.exists() and read_json(stamp) != fingerprint:
+        print(f"{folder.name}: {what} changed, discarding earlier work")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(fingerprint, stamp)
+
+
+def spec_key(spec) -> str:
+    """A short hash of a dataclass spec: the name of its cache entry."""
+    import hashlib
+    from dataclasses import asdict
+    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_build(target: Path, build) -> Path:
+    """``target``, built by ``build(tmp_dir)`` into a temporary folder first if it is missing."""
+    if not (target / "tiny_spec.json").exists():
+        with atomic_path(target) as tmp:
+            build(tmp)
+    return target

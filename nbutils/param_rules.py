@@ -8,6 +8,8 @@ from .files import repo_path
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 TINY_MODELS = ("tiny-mistral",)
+TINY_RANKERS = ("tiny-pairrm",)
+FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def at_least(low):
@@ -41,27 +43,29 @@ def dataset_source(v):
     return None if HUB_ID.match(v) else "neither an existing file nor a hub id like org/name"
 
 
-def model_source(v):
-    """A built-in tiny model name, a local model directory, or a hub model id."""
-    if v in TINY_MODELS:
-        return None
-    if looks_local(v):
-        path = repo_path(v)
-        return None if (path / "config.json").exists() else f"no model (config.json) in {path}"
-    return None if HUB_ID.match(v) else (
-        f"neither {', '.join(TINY_MODELS)}, a model directory, nor a hub id like org/name")
+def is_function_spec(v: str) -> bool:
+    """``module:function`` (a Python reward function), not a path."""
+    return bool(FUNCTION.match(v)) and not looks_local(v)
 
 
-def ranker_source(v):
-    """tiny-pairrm, ``module:function``, a local ranker directory, or a hub id."""
-    from .rankers import FUNCTION, TINY_RANKERS
-    if v in TINY_RANKERS or (FUNCTION.match(v) and not looks_local(v)):
-        return None
-    if looks_local(v):
-        path = repo_path(v)
-        return None if (path / "config.json").exists() else f"no ranker (config.json) in {path}"
-    return None if HUB_ID.match(v) else (
-        f"neither {', '.join(TINY_RANKERS)}, module:function, a ranker directory, nor a hub id like org/name")
+def model_dir_source(what: str, builtins: tuple, functions: bool = False):
+    """A rule: a built-in tiny name, a local directory with config.json, a hub id
+    (or, with ``functions``, ``module:function``)."""
+    def rule(v):
+        if v in builtins or (functions and is_function_spec(v)):
+            return None
+        if looks_local(v):
+            path = repo_path(v)
+            return None if (path / "config.json").exists() else f"no {what} (config.json) in {path}"
+        extra = ", module:function" if functions else ""
+        return None if HUB_ID.match(v) else (
+            f"neither {', '.join(builtins)}{extra}, a {what} directory, nor a hub id like org/name")
+    rule.__doc__ = f"A tiny {what}, a local {what} directory, or a hub id."
+    return rule
+
+
+model_source = model_dir_source("model", TINY_MODELS)
+ranker_source = model_dir_source("ranker", TINY_RANKERS, functions=True)
 
 
 def pair_selection(v):
@@ -71,6 +75,35 @@ def pair_selection(v):
 
 def hub_repo_or_empty(v):
     return None if v == "" or HUB_ID.match(v) else "must be empty (no upload) or a hub repo id like org/name"
+
+
+def positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def in_unit_interval(v):
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def steps_or_unlimited(v):
+    return None if v == -1 or v >= 1 else "must be -1 (no cap) or at least 1"
+
+
+def non_empty(v):
+    return None if v else "must name at least one module"
+
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def optimizer(v):
+    if v == "auto":
+        return None
+    from transformers.training_args import OptimizerNames
+    names = [o.value for o in OptimizerNames]
+    return None if v in names else "must be auto or a transformers optimizer, e.g. adamw_torch, paged_adamw_32bit"
 
 
 RULES = {
@@ -93,8 +126,25 @@ RULES = {
     "ranker": ranker_source,
     "ranker_batch_size": at_least(1),
     "pair_selection": pair_selection,
-    "test_fraction": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "test_fraction": in_unit_interval,
     "push_to_hub": hub_repo_or_empty,
+    "beta": positive,
+    "learning_rate": positive,
+    "num_train_epochs": positive,
+    "max_steps": steps_or_unlimited,
+    "per_device_train_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1),
+    "max_length": at_least(16),
+    "warmup_ratio": in_unit_interval,
+    "lr_scheduler_type": one_of(*SCHEDULERS),
+    "optim": optimizer,
+    "loss_type": one_of(*DPO_LOSSES),
+    "lora_r": at_least(1),
+    "lora_alpha": at_least(1),
+    "lora_dropout": in_unit_interval,
+    "lora_target_modules": non_empty,
+    "reference_model": one_of("previous", "initial"),
+    "save_steps": at_least(1),
 }
 
 

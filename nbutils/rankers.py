@@ -12,16 +12,12 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .files import repo_path
-from .param_rules import looks_local
-
-TINY_RANKERS = ("tiny-pairrm",)
-FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+from .param_rules import TINY_RANKERS, is_function_spec, looks_local
 
 
 class RankerError(RuntimeError):
@@ -156,7 +152,7 @@ _LOADED: dict = {}  # one slot: rerunning a notebook cell reuses the loaded rank
 
 def load_ranker(name: str, device: str | None = None):
     """The ranker named by the ``ranker`` param (reused if it is the one loaded last)."""
-    if FUNCTION.match(name) and not looks_local(name):
+    if is_function_spec(name):
         return FunctionRanker(name)
     if device is None:
         import torch

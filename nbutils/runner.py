@@ -13,7 +13,7 @@ from .files import REPO_ROOT, read_json, write_json
 from .stage import stage_for
 
 # Stages run for every iteration, in order (later issues append theirs).
-ITERATION_STAGES = ["01_generate", "02_rerank"]
+ITERATION_STAGES = ["01_generate", "02_rerank", "03_dpo_qlora"]
 
 
 def execute(notebook: str, out: Path, parameters: dict) -> None:
@@ -50,15 +50,20 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
             print(f"iteration {n} · {name}: running → {out}", flush=True)
             stage.iter_dir.mkdir(parents=True, exist_ok=True)
             execute(name, out, stage.params)
-    print(summary(first.run_dir, iterations).to_string())
+    print(summary(first.run_dir, iterations).to_string(na_rep="-"))
     print(f"run directory: {first.run_dir}")
     return first.run_dir
 
 
+HEADLINES = ["prompts", "mean_response_chars", "empty_responses", "truncated_responses", "pairs",
+             "mean_chosen_chars", "mean_rejected_chars", "train_loss", "eval_rewards/margins",
+             "eval_rewards/accuracies", "stage_seconds", "train_seconds"]
+
+
 def summary(run_dir: Path, iterations: list[int]):
-    """One row per iteration and stage from the iterations' ``metrics.json``."""
+    """The headline numbers per iteration and stage (all of them: ``iter_<n>/metrics.json``)."""
     import pandas as pd
 
-    rows = [{"iteration": n, "stage": stage, **{k: v for k, v in m.items() if not isinstance(v, (dict, list))}}
+    rows = [{"iteration": n, "stage": stage, **{k: m[k] for k in HEADLINES if k in m}}
             for n in iterations for stage, m in read_json(run_dir / f"iter_{n}" / "metrics.json", {}).items()]
-    return pd.DataFrame(rows).set_index(["iteration", "stage"]).T if rows else pd.DataFrame()
+    return pd.DataFrame(rows).set_index(["iteration", "stage"]) if rows else pd.DataFrame()

@@ -6,14 +6,13 @@ another fingerprint are discarded, never mixed in.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, fresh_for
 
 
 def write_parquet(df: pd.DataFrame, target: str | Path) -> None:
@@ -26,12 +25,7 @@ def run_sharded(items: Sequence, shard_size: int, shard_dir: str | Path, fingerp
     """Apply ``work(chunk, shard_index)`` to ``items`` in chunks of ``shard_size``,
     keeping each result in ``shard_dir``; return (all rows, shards resumed)."""
     shard_dir = Path(shard_dir)
-    stamp = shard_dir / "_fingerprint.json"
-    if shard_dir.exists() and read_json(stamp) != fingerprint:
-        print(f"{shard_dir.name}: inputs or params changed, discarding earlier shards")
-        shutil.rmtree(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    write_json(fingerprint, stamp)
+    fresh_for(shard_dir, fingerprint, "inputs or params")
     starts = range(0, len(items), shard_size)
     paths = [shard_dir / f"shard-{i:05d}.parquet" for i in range(len(starts))]
     resumed = sum(p.exists() for p in paths)

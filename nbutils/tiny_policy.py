@@ -8,12 +8,11 @@ reused; the cache key is a hash of the spec, so changing it rebuilds.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .files import CACHE_DIR, atomic_path
+from .files import CACHE_DIR, cached_build, spec_key
 from .tiny_corpus import sft_corpus
 
 CHAT_TEMPLATE = (
@@ -44,7 +43,7 @@ class TinyPolicySpec:
     version: int = 1
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return spec_key(self)
 
 
 def build_tokenizer(texts: list[str]):
@@ -134,7 +133,4 @@ def train_tiny_policy(spec: TinyPolicySpec, out_dir: Path, progress: bool = True
 def tiny_policy_path(spec: TinyPolicySpec = TinyPolicySpec(), progress: bool = True) -> Path:
     """The cached tiny policy for ``spec``; built (atomically) if missing."""
     target = CACHE_DIR / "tiny" / f"tiny-mistral-{spec.key()}"
-    if not (target / "tiny_spec.json").exists():
-        with atomic_path(target) as tmp:
-            train_tiny_policy(spec, tmp, progress=progress)
-    return target
+    return cached_build(target, lambda tmp: train_tiny_policy(spec, tmp, progress=progress))

@@ -12,14 +12,13 @@ built and trained (seconds, seeded) with llm-blender's own ``build_tokenizer`` /
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .files import CACHE_DIR, atomic_path
+from .files import CACHE_DIR, cached_build, spec_key
 from .tiny_corpus import CLOSERS, FACTS, FILLERS, OPENERS, TOPICS, all_prompts, answer
 
 SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
@@ -58,7 +57,7 @@ class TinyRankerSpec:
     version: int = 1
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return spec_key(self)
 
 
 RANKER_CONFIG = {"ranker_type": "pairranker", "model_type": "deberta", "model_name": "../backbone",
@@ -173,7 +172,4 @@ def train_tiny_ranker(spec: TinyRankerSpec, out_dir: Path, progress: bool = True
 def tiny_ranker_path(spec: TinyRankerSpec = TinyRankerSpec(), progress: bool = True) -> Path:
     """The cached tiny ranker's ``ranker`` dir for ``spec``; built (atomically) if missing."""
     target = CACHE_DIR / "tiny" / f"tiny-pairrm-{spec.key()}"
-    if not (target / "tiny_spec.json").exists():
-        with atomic_path(target) as tmp:
-            train_tiny_ranker(spec, tmp, progress=progress)
-    return target / "ranker"
+    return cached_build(target, lambda tmp: train_tiny_ranker(spec, tmp, progress=progress)) / "ranker"

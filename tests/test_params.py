@@ -3,7 +3,6 @@ import pytest
 import yaml
 
 from nbutils import params as P
-from nbutils.files import REPO_ROOT
 from tests.conftest import PRESETS, cli
 
 NOTEBOOKS = sorted(P.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))

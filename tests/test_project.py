@@ -60,3 +60,13 @@ def test_cpu_lock_pins_the_measured_stack():
         assert pin in lock
     assert not re.search(r"^(torchvision|torchaudio|torchcodec)==", lock, re.M | re.I)
     assert re.search(r"^transformers==5\.1[6-9]\.", lock, re.M)
+
+
+def test_papermill_reads_every_declared_parameter():
+    """``papermill --help-notebook`` shows each parameter with its type and help."""
+    import papermill as pm
+    from nbutils.params import declared_in
+    for nb in NOTEBOOKS:
+        inspected = pm.inspect_notebook(str(nb))
+        assert set(inspected) == set(declared_in(nb)), nb.name
+        assert all(p["help"] and p["inferred_type_name"] != "None" for p in inspected.values()), nb.name

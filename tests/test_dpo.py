@@ -1,0 +1,170 @@
+"""Stage 03 and the loop: DPO with QLoRA on the tiny preset, merged policies, resume."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from nbutils import dpo_data, merge, preference_data
+from nbutils.files import REPO_ROOT
+from nbutils.models import base_model_path
+from tests.conftest import cli, metrics, params_args, read_generations
+
+pytestmark = pytest.mark.slow
+LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
+
+
+@pytest.fixture(scope="module")
+def loop(runs_dir):
+    """Two tiny iterations, end to end, through papermill."""
+    cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
+    return runs_dir / "loop"
+
+
+def test_two_iterations_chain_generate_rerank_dpo(loop, runs_dir):
+    for n in (1, 2):
+        it = loop / f"iter_{n}"
+        for nb in ("01_generate", "02_rerank", "03_dpo_qlora"):
+            assert (it / f"{nb}.ipynb").exists()
+        assert (it / "policy" / "config.json").exists() and (it / "adapter" / "adapter_config.json").exists()
+        assert not (it / "policy" / "adapter_config.json").exists()  # merged, a plain model
+        m = metrics(loop, n)["03_dpo_qlora"]
+        assert m["train_pairs"] > 20 and m["global_steps"] >= 4 and m["merge_same_top1"]
+        assert {"loss", "rewards/margins", "rewards/accuracies", "learning_rate"} <= set(m["steps"][0])
+        assert (it / "03_training_curves.png").stat().st_size > 10000
+    # iteration 2 sampled (with vLLM) from iteration 1's merged policy
+    assert read_generations(loop, 2)["model"].eq(str(loop / "iter_1" / "policy")).all()
+    assert metrics(loop, 2)["01_generate"]["backend"] == "vllm"
+    again = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP)).stdout
+    assert again.count("done for these params, skipped") == 6
+
+
+def sequence_logps(model, tokenizer, rows) -> np.ndarray:
+    """Sum of log-probs of each answer's tokens given its prompt (chat template)."""
+    out = []
+    for row in rows:
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=False)
+        full = tokenizer.apply_chat_template(row["prompt"] + row["answer"], return_dict=False)
+        ids = torch.tensor([full])
+        with torch.no_grad():
+            logps = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        token_logps = logps[torch.arange(len(full) - 1), ids[0, 1:]]
+        out.append(float(token_logps[len(prompt) - 1:].sum()))
+    return np.array(out)
+
+
+def test_reference_is_model_n_minus_1_or_the_initial_model(loop, runs_dir):
+    """At step 1 the fresh adapters change nothing: zero rewards against model n-1 (the blog's
+    reference), non-zero against the initial model (``reference_model: initial``)."""
+    first = metrics(loop, 2)["03_dpo_qlora"]["steps"][0]
+    assert first["rewards/chosen"] == first["rewards/rejected"] == 0.0
+    run = runs_dir / "initial-ref"
+    shutil.copytree(loop / "iter_1" / "policy", run / "iter_1" / "policy")
+    shutil.copytree(loop / "iter_2" / "preference_data", run / "iter_2" / "preference_data")
+    cli("run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "2",
+        *params_args(runs_dir=runs_dir, run_name="initial-ref", reference_model="initial", max_steps=2, **LOOP))
+    first = metrics(run, 2)["03_dpo_qlora"]["steps"][0]
+    assert abs(first["rewards/chosen"]) > 1e-4 and abs(first["rewards/margins"]) > 1e-4
+
+
+def test_trained_policy_prefers_chosen_more_than_the_reference(loop):
+    from transformers import AutoTokenizer
+    pairs = preference_data.for_dpo(preference_data.load_split(loop / "iter_1" / "preference_data",
+                                                               "train_iteration_1"))
+    tokenizer = AutoTokenizer.from_pretrained(loop / "iter_1" / "policy")
+    policy = merge.load_full(str(loop / "iter_1" / "policy"), torch.float32).eval()
+    reference = merge.load_full(base_model_path("tiny-mistral"), torch.float32).eval()
+    logps = {(name, side): sequence_logps(model, tokenizer, [{"prompt": r["prompt"], "answer": r[side]} for r in pairs])
+             for name, model in (("policy", policy), ("reference", reference)) for side in ("chosen", "rejected")}
+    margins = ((logps["policy", "chosen"] - logps["reference", "chosen"])
+               - (logps["policy", "rejected"] - logps["reference", "rejected"]))
+    assert margins.mean() > 0 and (margins > 0).mean() > 0.6
+
+
+def test_merged_policy_gives_base_plus_adapter_logits_in_transformers_and_vllm(loop):
+    from transformers import AutoTokenizer
+    from nbutils.generation import VLLMBackend
+    it = loop / "iter_1"
+    prompts = ["Give me some tips about coffee.", "Why do people like owls?", "Explain chess to a child."]
+    tokenizer = AutoTokenizer.from_pretrained(it / "policy")
+    merged = merge.next_token_logprobs(merge.load_full(str(it / "policy"), torch.float32), tokenizer, prompts)
+    adapted = merge.next_token_logprobs(merge.base_with_adapter(base_model_path("tiny-mistral"), it / "adapter",
+                                                                torch.float32), tokenizer, prompts)
+    assert (merged - adapted).abs().max() < 1e-4  # float32, merged vs unmerged
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    engine = VLLMBackend(str(it / "policy"), {"dtype": "float32", "seed": 0, "gpu_memory_utilization": 0.3,
+                                              "max_model_len": 512})
+    ids = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                         return_dict=False) for p in prompts]
+    outs = engine.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids],
+                               SamplingParams(max_tokens=1, temperature=0.0, logprobs=5), use_tqdm=False)
+    for out, expected in zip(outs, merged):
+        top = out.outputs[0].logprobs[0]
+        assert max(top, key=lambda t: top[t].logprob) == int(expected.argmax())
+        for token, lp in top.items():
+            assert abs(lp.logprob - float(expected[token])) < 1e-3  # vLLM CPU kernels vs transformers
+
+
+def test_killed_training_resumes_from_its_checkpoint(loop, runs_dir):
+    run = runs_dir / "killed-dpo"
+    shutil.copytree(loop / "iter_1" / "preference_data", run / "iter_1" / "preference_data")
+    args = ["run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
+            *params_args(runs_dir=runs_dir, run_name="killed-dpo", save_steps=1, num_train_epochs=4, **LOOP)]
+    proc = subprocess.Popen([sys.executable, "-m", "nbutils", *args], cwd=REPO_ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run / "iter_1" / "dpo_checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("checkpoint-2/trainer_state.json")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "iter_1" / "adapter").exists()
+    cli(*args)
+    m = metrics(run)["03_dpo_qlora"]
+    assert m["resumed_from_checkpoint"] and int(m["resumed_from_checkpoint"].split("-")[1]) >= 2
+    full = metrics(loop)["03_dpo_qlora"]["global_steps"]
+    assert m["global_steps"] == 2 * full == len(m["steps"])  # 4 epochs here, 2 in the loop; each step once
+
+
+def write_pairs(path, rows):
+    df = preference_data.snorkel_rows([
+        {"prompt_id": str(i), "prompt": p, "all_generated_responses": [c, r], "all_rm_scores": [1.0, 0.0],
+         "chosen_index": 0, "rejected_index": 1} for i, (p, c, r) in enumerate(rows)])
+    preference_data.write_dataset({"train_iteration_1": df, "test_iteration_1": df.head(0)}, path, "")
+
+
+def test_awkward_pairs_are_skipped_and_counted(tmp_path):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(base_model_path("tiny-mistral"))
+    long_prompt = "Tell me about coffee " * 40
+    write_pairs(tmp_path / "pairs", [("Tips about tea?", "Tea is fun.", "Tea is fun. "),
+                                     (long_prompt, "Sure!", "No."),
+                                     ("Tips about tea?", "Many people enjoy tea every day. " * 12, "No."),
+                                     ("Tips about owls?", "Owls are a wonderful topic to explore.", "Sure!")])
+    train, evaluation, stats = dpo_data.load_pairs(tmp_path / "pairs", 1, tokenizer, max_length=64)
+    assert len(train) == 2 and evaluation is None
+    assert (stats["train_pairs_skipped_identical"], stats["train_pairs_skipped_prompt_too_long"],
+            stats["train_pairs_truncated"]) == (1, 1, 1)
+    write_pairs(tmp_path / "none", [("Tips about tea?", "Same.", "Same.")])
+    with pytest.raises(ValueError, match="no pairs to train on"):
+        dpo_data.load_pairs(tmp_path / "none", 1, tokenizer, max_length=64)
+
+
+def test_missing_pairs_say_which_stage_to_run(runs_dir):
+    proc = cli("run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
+               *params_args(runs_dir=runs_dir, run_name="no-pairs"), check=False)
+    assert proc.returncode == 1 and "02_rerank" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("key,value,words", [("lora_r", "0", "at least 1"), ("beta", "0", "> 0"),
+                                             ("beta", "-0.1", "> 0"), ("loss_type", "dpo", "sigmoid"),
+                                             ("optim", "adam", "adamw_torch"), ("lora_target_modules", "[]", "at least one")])
+def test_bad_training_params_are_refused_before_anything_loads(key, value, words):
+    proc = cli("validate", "-f", "params/tiny.yaml", "-p", key, value, check=False)
+    assert proc.returncode == 2 and key in proc.stderr and words in proc.stderr, proc.stderr
