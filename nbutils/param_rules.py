@@ -106,6 +106,16 @@ def optimizer(v):
     return None if v in names else "must be auto or a transformers optimizer, e.g. adamw_torch, paged_adamw_32bit"
 
 
+def judge_source(v):
+    return None if v == "" else ranker_source(v)
+
+
+def reference_source(v):
+    if v in ("auto", "base"):
+        return None
+    return None if repo_path(v).is_file() else f"must be auto, base, or an existing model_outputs.json (no {repo_path(v)})"
+
+
 RULES = {
     "run_name": name,
     "iteration": at_least(1),
@@ -145,6 +155,14 @@ RULES = {
     "lora_target_modules": non_empty,
     "reference_model": one_of("previous", "initial"),
     "save_steps": at_least(1),
+    "eval_dataset": dataset_source,
+    "eval_temperature": at_least(0.0),
+    "eval_top_p": fraction,
+    "eval_max_new_tokens": at_least(1),
+    "judge": judge_source,
+    "reference_outputs": reference_source,
+    "best_of_n": at_least(1),
+    "best_of_temperature": at_least(0.0),
 }
 
 
@@ -153,6 +171,7 @@ def check_relations(v: dict) -> list[str]:
     problems = []
     if {"iteration", "num_iterations"} <= v.keys() and v["iteration"] > v["num_iterations"]:
         problems.append(f"iteration: {v['iteration']} is past num_iterations ({v['num_iterations']})")
-    if {"max_new_tokens", "max_model_len"} <= v.keys() and v["max_new_tokens"] >= v["max_model_len"]:
-        problems.append("max_new_tokens: must be below max_model_len (the prompt needs room)")
+    for key in ("max_new_tokens", "eval_max_new_tokens"):
+        if {key, "max_model_len"} <= v.keys() and v[key] >= v["max_model_len"]:
+            problems.append(f"{key}: must be below max_model_len (the prompt needs room)")
     return problems

@@ -67,3 +67,23 @@ def training_curves(steps: list[dict], path, title: str = "DPO training"):
             ax.legend(fontsize=8)
     fig.suptitle(title, y=1.04)
     return save(fig, path)
+
+
+def leaderboard_bars(board, path, title: str = "Win rate against the reference"):
+    """Win rate and LC win rate per row, grouped by judge; anchors hatched."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(board) + 1.2))
+    y = np.arange(len(board))
+    anchors = board["judge"].str.contains("leaderboard")
+    ax.barh(y + 0.2, board["win_rate"], 0.4, xerr=board["standard_error"], color="#4C72B0", label="win rate",
+            hatch=None)
+    ax.barh(y - 0.2, board["lc_win_rate"], 0.4, color="#DD8452", label="LC win rate")
+    for i in np.flatnonzero(anchors.values):
+        for patch in ax.patches[i::len(board)]:
+            patch.set_hatch("//")
+    ax.set_yticks(y, [f"{m}\n[{j}]" for m, j in zip(board["model"], board["judge"])], fontsize=7)
+    ax.axvline(50, color="grey", lw=1, ls="--")
+    ax.invert_yaxis()
+    ax.set(xlabel="% (hatched: the AlpacaEval 2.0 leaderboard's own numbers)", title=title)
+    ax.legend(loc="lower right")
+    return save(fig, path)

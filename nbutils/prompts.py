@@ -1,6 +1,6 @@
 """Prompts: one loader for hub datasets and local JSONL/parquet files.
 
-Rows need a non-empty ``prompt``; ``prompt_id`` is kept when present, else it
+Rows need a non-empty ``prompt`` (AlpacaEval's ``instruction`` is taken as one); ``prompt_id`` is kept when present, else it
 is the sha256 of the prompt (UltraFeedback's convention). Iteration ``n`` gets
 the n-th disjoint slice of ``prompts_per_iteration`` rows, or, when the split
 name holds ``{iteration}`` (the Snorkel dataset's ``train_iteration_{n}``),
@@ -33,8 +33,10 @@ def check_jsonl(path) -> None:
 
 
 def _check_row(row, where: str) -> None:
+    if isinstance(row, dict) and "prompt" not in row and "instruction" in row:  # AlpacaEval's name
+        row = {"prompt": row["instruction"]}
     if not isinstance(row, dict) or "prompt" not in row:
-        raise PromptError(f"{where}: a row must be an object with a 'prompt'")
+        raise PromptError(f"{where}: a row must be an object with a 'prompt' (or an 'instruction')")
     if not isinstance(row["prompt"], str) or not row["prompt"].strip():
         raise PromptError(f"{where}: empty prompt")
 
@@ -54,6 +56,8 @@ def load_prompt_source(source: str, split: str):
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     else:
         ds = datasets.load_dataset(source, split=split)  # a gated dataset reads HF_TOKEN
+    if "prompt" not in ds.column_names and "instruction" in ds.column_names:
+        ds = ds.rename_column("instruction", "prompt")
     if "prompt" not in ds.column_names:
         raise PromptError(f"{source}: no 'prompt' column (columns: {ds.column_names})")
     for i, p in enumerate(ds["prompt"]):

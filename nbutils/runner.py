@@ -12,8 +12,9 @@ from . import params as P
 from .files import REPO_ROOT, read_json, write_json
 from .stage import stage_for
 
-# Stages run for every iteration, in order (later issues append theirs).
+# Stages run for every iteration, in order; then once for the whole run.
 ITERATION_STAGES = ["01_generate", "02_rerank", "03_dpo_qlora"]
+RUN_STAGES = ["04_evaluate"]
 
 
 def execute(notebook: str, out: Path, parameters: dict) -> None:
@@ -30,27 +31,34 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     """Resolve params, then run ``stages`` (default all) for ``iterations`` (default
     1..num_iterations). Returns the run directory."""
     values, sources = P.resolve(files, overrides)
-    stages = stages or ITERATION_STAGES
-    unknown = [s for s in stages if s not in ITERATION_STAGES]
+    every = ITERATION_STAGES + RUN_STAGES
+    unknown = [s for s in stages or [] if s not in every]
     if unknown:
-        raise P.ParamsError(f"unknown stage(s) {unknown}; stages: {ITERATION_STAGES}")
+        raise P.ParamsError(f"unknown stage(s) {unknown}; stages: {every}")
+    whole_run = iterations is None or max(iterations) == values["num_iterations"]
+    stages = stages or (every if whole_run else ITERATION_STAGES)
     iterations = iterations or list(range(1, values["num_iterations"] + 1))
     P.validate({**values, "iteration": max(iterations)})  # iterations within num_iterations
-    first = stage_for(stages[0], values)
+    first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
     write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
                first.run_dir / "config.json")
-    for n in iterations:
-        for name in stages:
-            stage = stage_for(name, {**values, "iteration": n})
-            out = stage.iter_dir / f"{name}.ipynb"
-            if stage.is_complete() and not force:
-                print(f"iteration {n} · {name}: done for these params, skipped "
-                      f"({stage.manifest_path.name})")
-                continue
-            print(f"iteration {n} · {name}: running → {out}", flush=True)
-            stage.iter_dir.mkdir(parents=True, exist_ok=True)
-            execute(name, out, stage.params)
+    todo = [({**values, "iteration": n}, name, f"iteration {n} · {name}")
+            for n in iterations for name in stages if name in ITERATION_STAGES]
+    todo += [(values, name, name) for name in stages if name in RUN_STAGES]
+    for params, name, label in todo:
+        stage = stage_for(name, params)
+        out = stage.out_dir / f"{name}.ipynb"
+        if stage.is_complete() and not force:
+            print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
+            continue
+        print(f"{label}: running → {out}", flush=True)
+        stage.out_dir.mkdir(parents=True, exist_ok=True)
+        execute(name, out, stage.params)
     print(summary(first.run_dir, iterations).to_string(na_rep="-"))
+    board = first.run_dir / "evaluation" / "leaderboard.csv"
+    if board.exists():
+        import pandas as pd
+        print(pd.read_csv(board).round(2).to_string(index=False))
     print(f"run directory: {first.run_dir}")
     return first.run_dir
 

@@ -40,8 +40,13 @@ class Stage:
         return self.run_dir / f"iter_{self.params['iteration']}"
 
     @property
+    def out_dir(self) -> Path:
+        """Where the stage writes: ``iter_<n>/``, or ``evaluation/`` for a whole-run stage."""
+        return self.iter_dir if "iteration" in self.params else self.run_dir / "evaluation"
+
+    @property
     def manifest_path(self) -> Path:
-        return self.iter_dir / f"{self.notebook}.manifest.json"
+        return self.out_dir / f"{self.notebook}.manifest.json"
 
     def table(self):
         """The resolved params with their help text, as a DataFrame."""
@@ -61,7 +66,7 @@ class Stage:
         missing = [str(p) for p in outputs.values() if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{self.notebook}: outputs were not written: {missing}")
-        update_json(self.iter_dir / "metrics.json", self.notebook, metrics)
+        update_json(self.out_dir / "metrics.json", self.notebook, metrics)
         write_json({"notebook": self.notebook, "params_hash": params_hash(self.params),
                     "outputs": {k: str(v) for k, v in outputs.items()}}, self.manifest_path)
 
@@ -94,6 +99,6 @@ def resolve_notebook(notebook: str, namespace: dict) -> Stage:
     if unknown:
         raise P.ParamsError("invalid parameters passed to this notebook:\n  " + "\n  ".join(unknown))
     stage = Stage(notebook, P.validate({k: namespace[k] for k in declared}, keys=declared))
-    stage.iter_dir.mkdir(parents=True, exist_ok=True)
-    write_json(stage.params, stage.iter_dir / f"{notebook}.config.json")
+    stage.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(stage.params, stage.out_dir / f"{notebook}.config.json")
     return stage

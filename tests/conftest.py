@@ -49,3 +49,13 @@ def user_checkout(tmp_path_factory):
         shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(root), "NBUTILS_CACHE": str(REPO_ROOT / ".cache")}
     return root, env
+
+
+LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
+
+
+@pytest.fixture(scope="session")
+def loop(runs_dir):
+    """A whole tiny run, end to end through papermill: two iterations, then the evaluation."""
+    cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
+    return runs_dir / "loop"

@@ -16,14 +16,7 @@ from nbutils.models import base_model_path
 from tests.conftest import cli, metrics, params_args, read_generations
 
 pytestmark = pytest.mark.slow
-LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
-
-
-@pytest.fixture(scope="module")
-def loop(runs_dir):
-    """Two tiny iterations, end to end, through papermill."""
-    cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
-    return runs_dir / "loop"
+from tests.conftest import LOOP
 
 
 def test_two_iterations_chain_generate_rerank_dpo(loop, runs_dir):
@@ -41,7 +34,7 @@ def test_two_iterations_chain_generate_rerank_dpo(loop, runs_dir):
     assert read_generations(loop, 2)["model"].eq(str(loop / "iter_1" / "policy")).all()
     assert metrics(loop, 2)["01_generate"]["backend"] == "vllm"
     again = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP)).stdout
-    assert again.count("done for these params, skipped") == 6
+    assert again.count("done for these params, skipped") == 7  # 2 x 3 stages, then 04_evaluate
 
 
 def sequence_logps(model, tokenizer, rows) -> np.ndarray:

@@ -46,7 +46,7 @@ def test_empty_prompt_is_named(tmp_path):
 
 
 def test_row_without_prompt_is_named(tmp_path):
-    f = write_lines(tmp_path / "p.jsonl", ['{"instruction": "a"}'])
+    f = write_lines(tmp_path / "p.jsonl", ['{"text": "a"}'])
     with pytest.raises(PromptError, match="line 1: a row must be an object with a 'prompt'"):
         load_prompt_source(f, "train")
 

@@ -1,0 +1,118 @@
+"""Stage 04's outputs: every model of a run (and best-of-N from the final one) answers
+the eval set, saved as alpaca_eval's ``model_outputs.json``; the reference outputs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from .files import atomic_path
+from .models import base_model_path, policy_dir
+
+ALPACA_EVAL = "tatsu-lab/alpaca_eval"
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_").replace("-", "_")
+
+
+def eval_prompts(stage):
+    """The eval instructions (``prompt`` or ``instruction`` column), bad rows named."""
+    from .prompts import load_prompt_source
+    return load_prompt_source(stage["eval_dataset"], stage["eval_split"])
+
+
+def models_of_run(stage) -> list[tuple[str, str]]:
+    """(name, path): the base model, then each iteration's merged policy; a missing one is an error."""
+    models = [("base", base_model_path(stage["base_model"]))]
+    for n in range(1, stage["num_iterations"] + 1):
+        path = policy_dir(stage.run_dir, n)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"no model of iteration {n} at {path}: run iterations 1..{n} first "
+                                    f"(python -m nbutils run -f params/<preset>.yaml --iterations {n})")
+        models.append((f"iteration {n}", str(path)))
+    return models
+
+
+def _sample_in_child(params: dict, rows: list[dict], model: str, out_path: str) -> int:
+    from datasets import Dataset
+
+    from .responses import generate_responses
+    df, _ = generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path)
+    return len(df)
+
+
+def sample(stage, prompts, model: str, out_dir: Path, n: int, temperature: float) -> list[list[str]]:
+    """``n`` answers per eval prompt from ``model`` (stage 01's generation code, resumable).
+    Each model samples in a process of its own: an engine's memory (vLLM's KV cache) is only
+    given back reliably when its process ends, and the next model needs it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    p = {**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature, "top_p": stage["eval_top_p"],
+         "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model}
+    out_path = out_dir / "generations.parquet"
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        answered = pool.submit(_sample_in_child, p, prompts.to_list(), model, str(out_path)).result()
+    if answered != len(prompts):
+        raise ValueError(f"{model}: {len(prompts) - answered} eval prompts were too long for max_model_len; "
+                         f"raise max_model_len so every model answers the same instructions")
+    return [list(r) for r in pd.read_parquet(out_path)["all_generated_responses"]]
+
+
+def write_model_outputs(path: Path, instructions: list[str], outputs: list[str], generator: str, dataset: str):
+    """alpaca_eval's ``model_outputs.json``: instruction, output, generator, dataset."""
+    rows = [{"instruction": i, "output": o, "generator": generator, "dataset": dataset}
+            for i, o in zip(instructions, outputs)]
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1))
+
+
+def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_size: int) -> list[str]:
+    """Each instruction's highest-scored sample (empty samples never win)."""
+    best = []
+    scored = ranker.score(instructions, [[s or " " for s in row] for row in samples], batch_size)
+    for row, scores in zip(samples, scored):
+        scores = [s if text.strip() else -np.inf for s, text in zip(scores, row)]
+        best.append(row[int(np.argmax(scores))])
+    return best
+
+
+def answer_all(stage, prompts, out_dir: Path) -> dict[str, pd.DataFrame]:
+    """Each model's ``model_outputs.json`` (one answer per instruction at the eval settings)."""
+    from .alpaca_compat import read_model_outputs
+    outputs = {}
+    for name, path in models_of_run(stage):
+        texts = sample(stage, prompts, path, out_dir / slug(name), 1, stage["eval_temperature"])
+        target = out_dir / slug(name) / "model_outputs.json"
+        write_model_outputs(target, prompts["prompt"], [t[0] for t in texts], name, stage["eval_dataset"])
+        outputs[name] = read_model_outputs(target)
+    return outputs
+
+
+def best_of_final(stage, prompts, ranker, out_dir: Path) -> tuple[str, pd.DataFrame]:
+    """The final model's ``best_of_n`` samples at ``best_of_temperature``, the ranker's best kept."""
+    from .alpaca_compat import read_model_outputs
+    name = f"iteration {stage['num_iterations']} best-of-{stage['best_of_n']}"
+    final = models_of_run(stage)[-1][1]
+    samples = sample(stage, prompts, final, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"])
+    target = out_dir / slug(name) / "model_outputs.json"
+    write_model_outputs(target, prompts["prompt"], best_of_n(ranker, list(prompts["prompt"]), samples,
+                                                             stage["ranker_batch_size"]), name, stage["eval_dataset"])
+    return name, read_model_outputs(target)
+
+
+def reference_outputs(stage, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``auto``: AlpacaEval's GPT-4-turbo outputs on AlpacaEval, else the base model's;
+    ``base``; or a ``model_outputs.json`` path."""
+    choice = stage["reference_outputs"]
+    if choice == "base" or (choice == "auto" and stage["eval_dataset"] != ALPACA_EVAL):
+        return outputs["base"]
+    from .alpaca_compat import read_model_outputs
+    if choice == "auto":
+        from alpaca_eval.constants import ALPACAEVAL_REFERENCE_OUTPUTS_2
+        return ALPACAEVAL_REFERENCE_OUTPUTS_2()
+    from .files import repo_path
+    return read_model_outputs(repo_path(choice))
