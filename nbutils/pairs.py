@@ -1,18 +1,21 @@
 """Which of a prompt's scored responses become the DPO pair (the ``pair_selection`` param).
 
 A selection gets the responses, their scores (``None`` for an empty response,
-never picked) and a seeded RNG, and returns (chosen index, rejected index).
-Prompts with fewer than two scored responses, ties, and identical chosen and
-rejected texts are skipped and counted.
+never picked), a seeded RNG and the stage's params, and returns (chosen index,
+rejected index). Prompts with fewer than two scored responses, ties, and
+identical chosen and rejected texts are skipped and counted.
 """
 from __future__ import annotations
 
 import random
+from itertools import permutations
 from typing import Callable
+
+import numpy as np
 
 from .generation import derive_seed
 
-Selection = Callable[[list[str], list, random.Random], tuple[int, int]]
+Selection = Callable[[list[str], list, random.Random, dict], tuple[int, int]]
 SELECTIONS: dict[str, Selection] = {}
 
 
@@ -29,26 +32,44 @@ def _scored(scores) -> list[int]:
 
 
 @selection("best_worst")
-def best_worst(responses, scores, rng):
+def best_worst(responses, scores, rng, params):
     """The blog's: highest-scored response vs lowest-scored (first of equals)."""
     valid = _scored(scores)
     return max(valid, key=lambda i: scores[i]), min(valid, key=lambda i: scores[i])
 
 
 @selection("best_random")
-def best_random(responses, scores, rng):
+def best_random(responses, scores, rng, params):
     """Highest-scored response vs a random other one."""
     valid = _scored(scores)
     best = max(valid, key=lambda i: scores[i])
     return best, rng.choice([i for i in valid if i != best])
 
 
-# "length_controlled" is registered by stage 05's length analysis (issue 6).
+@selection("length_controlled")
+def length_controlled(responses, scores, rng, params):
+    """The pair the ranker orders (score_chosen > score_rejected) with the largest
+    length-penalised margin: (z_chosen - z_rejected) - length_penalty * (r_chosen - r_rejected),
+    z = the score standardised over the prompt's responses, r = length / their mean length.
+    length_penalty 0 is best_worst; larger values favour a shorter chosen and a longer
+    rejected, so DPO stops learning "longer is better" from the ranker's length bias."""
+    valid = _scored(scores)
+    s = np.array([scores[i] for i in valid], dtype=float)
+    if s.std() == 0:
+        return valid[0], valid[1]  # all tied: select_pairs skips it
+    z = (s - s.mean()) / s.std()
+    lengths = np.array([len(responses[i]) for i in valid], dtype=float)
+    r = lengths / lengths.mean()
+    margin = {(a, b): (z[a] - z[b]) - params["length_penalty"] * (r[a] - r[b])
+              for a, b in permutations(range(len(valid)), 2) if s[a] > s[b]}
+    a, b = max(margin, key=margin.get)
+    return valid[a], valid[b]
 
 
-def select_pairs(rows: list[dict], method: str, seed: int) -> tuple[list[dict], dict]:
+def select_pairs(rows: list[dict], method: str, seed: int, params: dict | None = None) -> tuple[list[dict], dict]:
     """Rows with ``prompt_id``, ``all_generated_responses``, ``all_rm_scores`` ->
-    (rows with ``chosen_index``/``rejected_index`` added, skip counts)."""
+    (rows with ``chosen_index``/``rejected_index`` added, skip counts). ``params``:
+    what the selection reads (``length_penalty``)."""
     choose = SELECTIONS[method]
     kept, skipped = [], {"too_few_scored": 0, "tied": 0, "identical": 0}
     for row in rows:
@@ -56,7 +77,8 @@ def select_pairs(rows: list[dict], method: str, seed: int) -> tuple[list[dict], 
         if len(_scored(scores)) < 2:
             skipped["too_few_scored"] += 1
             continue
-        chosen, rejected = choose(responses, scores, random.Random(derive_seed(seed, "pairs", row["prompt_id"])))
+        rng = random.Random(derive_seed(seed, "pairs", row["prompt_id"]))
+        chosen, rejected = choose(responses, scores, rng, params or {})
         if scores[chosen] == scores[rejected]:
             skipped["tied"] += 1
         elif responses[chosen].strip() == responses[rejected].strip():

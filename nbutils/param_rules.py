@@ -28,6 +28,10 @@ def name(v):
     return None if re.fullmatch(r"[A-Za-z0-9][\w.-]*", v) else "must be a plain name (letters, digits, . _ -)"
 
 
+def name_or_empty(v):
+    return None if v == "" else name(v)
+
+
 def looks_local(v: str) -> bool:
     return v.startswith((".", "/", "~")) or v.endswith(LOCAL_SUFFIXES) or repo_path(v).exists()
 
@@ -136,6 +140,7 @@ RULES = {
     "ranker": ranker_source,
     "ranker_batch_size": at_least(1),
     "pair_selection": pair_selection,
+    "length_penalty": at_least(0.0),
     "test_fraction": in_unit_interval,
     "push_to_hub": hub_repo_or_empty,
     "beta": positive,
@@ -163,6 +168,7 @@ RULES = {
     "reference_outputs": reference_source,
     "best_of_n": at_least(1),
     "best_of_temperature": at_least(0.0),
+    "compare_run": name_or_empty,
 }
 
 
@@ -174,4 +180,9 @@ def check_relations(v: dict) -> list[str]:
     for key in ("max_new_tokens", "eval_max_new_tokens"):
         if {key, "max_model_len"} <= v.keys() and v[key] >= v["max_model_len"]:
             problems.append(f"{key}: must be below max_model_len (the prompt needs room)")
+    if v.get("compare_run") and v["compare_run"] == v.get("run_name"):
+        problems.append(f"compare_run: {v['compare_run']!r} is this run; name another run, or leave it empty")
+    if v.get("length_penalty", 0) > 0 and v.get("pair_selection", "length_controlled") != "length_controlled":
+        problems.append(f"length_penalty: {v['length_penalty']} acts only with pair_selection: length_controlled "
+                        f"(it is {v['pair_selection']}); set both, or length_penalty: 0.0")
     return problems

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from .files import atomic_path
+
 
 def save(fig, path: str | Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """Write ``fig`` to ``path`` as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return fig
 
 

@@ -79,7 +79,7 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
     scores, stats = score_responses(stage, generations, ranker, out_dir.parent / f"{out_dir.name}.scores")
     rows = [{**r, "all_generated_responses": list(r["all_generated_responses"]), "all_rm_scores": s}
             for r, s in zip(generations[REQUIRED].to_dict("records"), scores)]
-    selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"])
+    selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"], stage.params)
     train, test = preference_data.split(preference_data.snorkel_rows(selected), stage["test_fraction"], stage["seed"])
     splits = {f"train_iteration_{n}": train, f"test_iteration_{n}": test}
     note = f"Iteration {n}: responses scored by `{stage['ranker']}`, pairs by `{stage['pair_selection']}`."
@@ -92,7 +92,8 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
              **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
              **preference_data.length_stats(pd.concat([train, test])),
              **ranker.truncation([r["prompt"] for r in rows], [r["all_generated_responses"] for r in rows]),
-             **stats, "ranker": stage["ranker"], "pair_selection": stage["pair_selection"]}
+             **stats, "ranker": stage["ranker"], "pair_selection": stage["pair_selection"],
+             "length_penalty": stage["length_penalty"]}
     if stage["push_to_hub"]:
         stats["pushed_to"] = preference_data.push(out_dir, stage["push_to_hub"], note)
     stats["stage_seconds"] = round(time.perf_counter() - t0, 2)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from . import params as P
 from .files import REPO_ROOT, read_json, write_json
-from .stage import stage_for
+from .stage import RUN_STAGE_DIRS, stage_for
 
 # Stages run for every iteration, in order; then once for the whole run.
 ITERATION_STAGES = ["01_generate", "02_rerank", "03_dpo_qlora"]
-RUN_STAGES = ["04_evaluate"]
+RUN_STAGES = list(RUN_STAGE_DIRS)
+# Stages that read what other stages (and runs) wrote and take seconds: never skipped.
+ALWAYS_RUN = {"05_length_analysis"}
 
 
 def execute(notebook: str, out: Path, parameters: dict) -> None:
@@ -48,30 +50,48 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     for params, name, label in todo:
         stage = stage_for(name, params)
         out = stage.out_dir / f"{name}.ipynb"
-        if stage.is_complete() and not force:
+        if stage.is_complete() and not force and name not in ALWAYS_RUN:
             print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
             continue
         print(f"{label}: running → {out}", flush=True)
         stage.out_dir.mkdir(parents=True, exist_ok=True)
         execute(name, out, stage.params)
-    print(summary(first.run_dir, iterations).to_string(na_rep="-"))
-    board = first.run_dir / "evaluation" / "leaderboard.csv"
-    if board.exists():
-        import pandas as pd
-        print(pd.read_csv(board).round(2).to_string(index=False))
-    print(f"run directory: {first.run_dir}")
+    print_summary(first.run_dir, iterations)
     return first.run_dir
 
 
+def print_summary(run_dir: Path, iterations: list[int]) -> Path:
+    """Write the run report; print the per-iteration summary, the leaderboard and where the report is."""
+    import pandas as pd
+
+    from .report import write_report
+
+    path = write_report(run_dir)
+    print(summary(run_dir, iterations).to_string(na_rep="-"))
+    board = run_dir / "evaluation" / "leaderboard.csv"
+    if board.exists():
+        print(pd.read_csv(board).round(2).to_string(index=False))
+    print(f"run directory: {run_dir}\nreport: {path}")
+    return path
+
+
 HEADLINES = ["prompts", "mean_response_chars", "empty_responses", "truncated_responses", "pairs",
-             "mean_chosen_chars", "mean_rejected_chars", "train_loss", "eval_rewards/margins",
-             "eval_rewards/accuracies", "stage_seconds", "train_seconds"]
+             "mean_chosen_chars", "mean_rejected_chars", "chosen_longer_fraction", "train_loss",
+             "eval_rewards/margins", "eval_rewards/accuracies"]
 
 
 def summary(run_dir: Path, iterations: list[int]):
-    """The headline numbers per iteration and stage (all of them: ``iter_<n>/metrics.json``)."""
+    """The headline numbers of each iteration, a row each (all of them: ``iter_<n>/metrics.json``),
+    and the minutes its executed notebooks ran."""
     import pandas as pd
 
-    rows = [{"iteration": n, "stage": stage, **{k: m[k] for k in HEADLINES if k in m}}
-            for n in iterations for stage, m in read_json(run_dir / f"iter_{n}" / "metrics.json", {}).items()]
-    return pd.DataFrame(rows).set_index(["iteration", "stage"]) if rows else pd.DataFrame()
+    rows = []
+    for n in iterations:
+        folder = run_dir / f"iter_{n}"
+        merged = {k: v for m in read_json(folder / "metrics.json", {}).values() for k, v in m.items()}
+        if merged:
+            seconds = sum((read_json(nb, {}).get("metadata", {}).get("papermill", {}).get("duration") or 0)
+                          for nb in folder.glob("*.ipynb"))
+            rows.append({"iteration": n, **{k: merged[k] for k in HEADLINES if k in merged},
+                         "minutes": round(seconds / 60, 1)})
+    return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame()

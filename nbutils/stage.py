@@ -18,6 +18,10 @@ from .files import read_json, repo_path, update_json, write_json
 
 
 
+# Whole-run stages (no ``iteration`` param) and the folder of the run each writes to.
+RUN_STAGE_DIRS = {"04_evaluate": "evaluation", "05_length_analysis": "length_analysis"}
+
+
 def params_hash(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -41,8 +45,8 @@ class Stage:
 
     @property
     def out_dir(self) -> Path:
-        """Where the stage writes: ``iter_<n>/``, or ``evaluation/`` for a whole-run stage."""
-        return self.iter_dir if "iteration" in self.params else self.run_dir / "evaluation"
+        """Where the stage writes: ``iter_<n>/``, or its folder of the run for a whole-run stage."""
+        return self.iter_dir if "iteration" in self.params else self.run_dir / RUN_STAGE_DIRS[self.notebook]
 
     @property
     def manifest_path(self) -> Path:

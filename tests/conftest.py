@@ -56,6 +56,16 @@ LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
 
 @pytest.fixture(scope="session")
 def loop(runs_dir):
-    """A whole tiny run, end to end through papermill: two iterations, then the evaluation."""
-    cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
+    """A whole tiny run, end to end through papermill: two iterations, the evaluation, the
+    length analysis and the report (what the runner printed: ``loop.log``)."""
+    proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
+    (runs_dir / "loop.log").write_text(proc.stdout)
     return runs_dir / "loop"
+
+
+@pytest.fixture(scope="session")
+def loop_lc(loop, runs_dir):
+    """The tiny-lc preset over the same prompts, one iteration, compared with ``loop``."""
+    cli("run", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml",
+        *params_args(runs_dir=runs_dir, **{**LOOP, "num_iterations": 1, "run_name": "loop-lc", "compare_run": "loop"}))
+    return runs_dir / "loop-lc"

@@ -1,0 +1,126 @@
+"""The run report: ``runs/<run>/report.html``, one page with the config, each stage's
+figures and headline numbers, the leaderboard, the length analysis and links to the
+executed notebooks (exported to HTML beside them). Figures are linked, not copied:
+the page belongs to its run folder."""
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from .files import atomic_path, read_json
+
+TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATE = TEMPLATES / "report.html.j2"
+# Headline metrics per iteration stage, in the report's per-iteration tables.
+STAGE_METRICS = {
+    "01_generate": ["prompts", "responses", "mean_response_chars", "empty_responses", "truncated_responses",
+                    "new_tokens_per_second", "stage_seconds"],
+    "02_rerank": ["ranker", "pair_selection", "length_penalty", "pairs", "mean_chosen_chars",
+                  "mean_rejected_chars", "chosen_longer_fraction", "responses_truncated_by_ranker",
+                  "prompts_skipped_tied", "stage_seconds"],
+    "03_dpo_qlora": ["train_pairs", "global_steps", "train_loss", "eval_loss", "eval_rewards/accuracies",
+                     "eval_rewards/margins", "merge_max_logprob_difference", "train_seconds"],
+}
+
+
+def export_notebook(notebook: Path) -> Path:
+    """``<notebook>.html`` beside the executed notebook (redone only when the notebook is newer)."""
+    from nbconvert import HTMLExporter
+
+    target = notebook.with_suffix(".html")
+    if target.exists() and target.stat().st_mtime >= notebook.stat().st_mtime:
+        return target
+    exporter = HTMLExporter(template_name="lab", extra_template_paths=[str(TEMPLATES)],
+                            template_file="notebook.html.j2")
+    body, _ = exporter.from_filename(str(notebook))
+    with atomic_path(target) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return target
+
+
+def executed_notebooks(run_dir: Path) -> list[Path]:
+    """The run's executed notebooks: iterations in order, then the whole-run stages."""
+    iterations = sorted(run_dir.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+    return [nb for folder in [*iterations, run_dir / "evaluation", run_dir / "length_analysis"]
+            for nb in sorted(folder.glob("*.ipynb"))]
+
+
+def fmt(v) -> str:
+    """A number as a person reads it: 1,676 · 30.22 · 0.0124 · 2e-06; text as is."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "–" if v is None else str(v)
+    if v != v:
+        return "–"
+    if float(v).is_integer():
+        return f"{v:,.0f}"
+    return f"{v:,.2f}" if abs(v) >= 1 else f"{v:.3g}"
+
+
+def table_html(df: pd.DataFrame, index: bool = True) -> str:
+    """A DataFrame as a compact HTML table (escaped, numbers formatted)."""
+    return (f'<div class="scroll">{df.map(fmt).to_html(index=index, border=0, classes="table", escape=True)}'
+            '</div>')
+
+
+def iteration_section(run_dir: Path, folder: Path, links: dict[Path, str]) -> dict:
+    """One iteration: its stages' headline numbers, figures and notebooks."""
+    metrics = read_json(folder / "metrics.json", {})
+    rows = {stage: {k: metrics[stage][k] for k in keys if k in metrics.get(stage, {})}
+            for stage, keys in STAGE_METRICS.items() if stage in metrics}
+    tables = [(stage, table_html(pd.Series(values, name="value", dtype=object).to_frame()))
+              for stage, values in rows.items()]
+    return {"id": folder.name, "title": f"Iteration {folder.name.split('_')[1]}", "tables": tables,
+            "figures": figures(run_dir, folder),
+            "notebooks": [(nb.stem, links[nb]) for nb in sorted(folder.glob("*.ipynb")) if nb in links]}
+
+
+def figures(run_dir: Path, folder: Path) -> list[tuple[str, str]]:
+    """(caption, relative path) of the PNGs a stage saved in ``folder`` (stage order)."""
+    return [(p.stem.split("_", 1)[1].replace("_", " "), p.relative_to(run_dir).as_posix())
+            for p in sorted(folder.glob("*.png"))]
+
+
+def csv_tables(run_dir: Path, folder: Path) -> list[tuple[str, str]]:
+    return [(p.stem.replace("_", " "), table_html(pd.read_csv(p, header=[0, 1] if p.stem == "comparison" else 0,
+                                                              index_col=0)))
+            for p in sorted(folder.glob("*.csv")) if p.name != "leaderboard.csv"]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Export the executed notebooks to HTML and write ``run_dir/report.html``."""
+    import jinja2
+
+    from .runner import summary
+
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    if config is None:
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no config.json)")
+    links = {nb: export_notebook(nb).relative_to(run_dir).as_posix() for nb in executed_notebooks(run_dir)}
+    iterations = sorted(run_dir.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+    numbers = [int(p.name.split("_")[1]) for p in iterations]
+    board = run_dir / "evaluation" / "leaderboard.csv"
+    whole_run = []
+    for folder, title in [(run_dir / "evaluation", "Evaluation"), (run_dir / "length_analysis", "Length analysis")]:
+        if folder.is_dir():
+            whole_run.append({"id": folder.name, "title": title, "figures": figures(run_dir, folder),
+                              "tables": csv_tables(run_dir, folder),
+                              "notebooks": [(nb.stem, links[nb]) for nb in sorted(folder.glob("*.ipynb"))]})
+    params = pd.DataFrame({"value": {k: repr(v) for k, v in config["params"].items()},
+                           "from": config.get("sources", {})}).rename_axis("param")
+    page = jinja2.Template(TEMPLATE.read_text()).render(
+        run=run_dir.name, run_dir=str(run_dir), when=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        presets=", ".join(config.get("preset_files", [])) or "params/base.yaml only",
+        summary=table_html(summary(run_dir, numbers)) if numbers else "",
+        leaderboard=table_html(pd.read_csv(board).drop(columns=["n"], errors="ignore"), index=False)
+        if board.exists() else "",
+        iterations=[iteration_section(run_dir, p, links) for p in iterations], whole_run=whole_run,
+        params=table_html(params), notebooks=[(html.escape(nb.relative_to(run_dir).as_posix()), link)
+                                              for nb, link in links.items()])
+    target = run_dir / "report.html"
+    with atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return target
