@@ -67,7 +67,7 @@ def print_summary(run_dir: Path, iterations: list[int]) -> Path:
     from .report import write_report
 
     path = write_report(run_dir)
-    print(summary(run_dir, iterations).to_string(na_rep="-"))
+    print(summary(run_dir, iterations).round(3).to_string(na_rep="-"))
     board = run_dir / "evaluation" / "leaderboard.csv"
     if board.exists():
         print(pd.read_csv(board).round(2).to_string(index=False))
