@@ -70,6 +70,14 @@ def write_model_outputs(path: Path, instructions: list[str], outputs: list[str],
         tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1))
 
 
+def save_outputs(stage, out_dir: Path, name: str, instructions, outputs: list[str]) -> pd.DataFrame:
+    """``out_dir/<slug>/model_outputs.json`` of model ``name``, as alpaca_eval reads it back."""
+    from .alpaca_compat import read_model_outputs
+    target = out_dir / slug(name) / "model_outputs.json"
+    write_model_outputs(target, instructions, outputs, name, stage["eval_dataset"])
+    return read_model_outputs(target)
+
+
 def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_size: int) -> list[str]:
     """Each instruction's highest-scored sample (empty samples never win)."""
     best = []
@@ -82,26 +90,20 @@ def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_s
 
 def answer_all(stage, prompts, out_dir: Path) -> dict[str, pd.DataFrame]:
     """Each model's ``model_outputs.json`` (one answer per instruction at the eval settings)."""
-    from .alpaca_compat import read_model_outputs
     outputs = {}
     for name, path in models_of_run(stage):
         texts = sample(stage, prompts, path, out_dir / slug(name), 1, stage["eval_temperature"])
-        target = out_dir / slug(name) / "model_outputs.json"
-        write_model_outputs(target, prompts["prompt"], [t[0] for t in texts], name, stage["eval_dataset"])
-        outputs[name] = read_model_outputs(target)
+        outputs[name] = save_outputs(stage, out_dir, name, prompts["prompt"], [t[0] for t in texts])
     return outputs
 
 
 def best_of_final(stage, prompts, ranker, out_dir: Path) -> tuple[str, pd.DataFrame]:
     """The final model's ``best_of_n`` samples at ``best_of_temperature``, the ranker's best kept."""
-    from .alpaca_compat import read_model_outputs
     name = f"iteration {stage['num_iterations']} best-of-{stage['best_of_n']}"
     final = models_of_run(stage)[-1][1]
     samples = sample(stage, prompts, final, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"])
-    target = out_dir / slug(name) / "model_outputs.json"
-    write_model_outputs(target, prompts["prompt"], best_of_n(ranker, list(prompts["prompt"]), samples,
-                                                             stage["ranker_batch_size"]), name, stage["eval_dataset"])
-    return name, read_model_outputs(target)
+    best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"])
+    return name, save_outputs(stage, out_dir, name, prompts["prompt"], best)
 
 
 def reference_outputs(stage, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:

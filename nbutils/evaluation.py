@@ -12,6 +12,12 @@ import pandas as pd
 
 OFFLINE = "offline: {judge} vs {reference}"
 OFFICIAL = "AlpacaEval 2.0 (GPT-4-turbo)"
+ANCHOR = f"{OFFICIAL}, leaderboard"  # the judge label of the leaderboard's own rows
+
+
+def is_anchor(board: pd.DataFrame) -> pd.Series:
+    """Which leaderboard rows are the AlpacaEval leaderboard's own numbers (not this run's)."""
+    return board["judge"] == ANCHOR
 
 
 def check_same_instructions(model: pd.DataFrame, reference: pd.DataFrame, name: str) -> None:
@@ -65,6 +71,6 @@ def official_row(model_outputs: Path, name: str, out_dir: Path, requested: bool)
 def leaderboard(rows: list[dict]) -> pd.DataFrame:
     """This run's rows and the leaderboard's anchor rows, each labelled by its judge."""
     from .alpaca_compat import anchors
-    board = anchors().assign(judge=f"{OFFICIAL}, leaderboard", n=805)
+    board = anchors().assign(judge=ANCHOR, n=805)
     return pd.concat([pd.DataFrame(rows), board], ignore_index=True)[
         ["model", "judge", "win_rate", "standard_error", "lc_win_rate", "avg_length", "n"]]

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .evaluation import is_anchor
 from .files import read_json
-from .preference_data import split_names
+from .preference_data import load_split, split_names
 
 SPPO_CSV = Path(__file__).parent / "data" / "sppo_iterations.csv"
 
@@ -50,9 +51,9 @@ def pairs(run_dir: Path, iterations: list[int]) -> pd.DataFrame:
     """Every DPO pair (train and test splits) with its candidates' lengths and scores."""
     frames = []
     for n in iterations:
-        data = run_dir / f"iter_{n}" / "preference_data" / "data"
-        for name in split_names([str(p) for p in data.glob("*.parquet")]):
-            df = pd.concat([pd.read_parquet(p) for p in sorted(data.glob(f"{name}-*.parquet"))])
+        folder = run_dir / f"iter_{n}" / "preference_data"
+        for name in split_names([str(p) for p in folder.glob("data/*.parquet")]):
+            df = load_split(folder, name).to_pandas()
             frames.append(pd.DataFrame({
                 "iteration": n, "split": name, "prompt_id": df["prompt_id"].values,
                 "chosen_chars": df["chosen"].map(lambda m: len(m[-1]["content"])).values,
@@ -102,7 +103,7 @@ def leaderboard(run_dir: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     board = pd.read_csv(path)
-    board["kind"] = np.where(board["judge"].str.contains("leaderboard"), "leaderboard", "this run")
+    board["kind"] = np.where(is_anchor(board), "leaderboard", "this run")
     sppo = pd.read_csv(SPPO_CSV, comment="#").assign(kind="SPPO iterations", judge="SPPO README / paper")
     return pd.concat([board, sppo], ignore_index=True)
 

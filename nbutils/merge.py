@@ -19,15 +19,23 @@ def base_with_adapter(base_path: str, adapter_dir: Path, dtype):
     return PeftModel.from_pretrained(load_full(base_path, dtype), str(adapter_dir)).eval()
 
 
-def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype) -> Path:
-    """Merge and save model + tokenizer (+ generation config) to ``out_dir``, atomically."""
+def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype, check_prompts: list[str]) -> dict:
+    """Merge and save model + tokenizer (+ generation config) to ``out_dir``, atomically; then
+    check the saved model against model n-1 + adapter (loaded once, measured before merging):
+    the largest next-token log-prob difference on ``check_prompts``."""
     from transformers import AutoTokenizer
-    merged = base_with_adapter(base_path, adapter_dir, dtype).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    adapted_model = base_with_adapter(base_path, adapter_dir, dtype)
+    adapted = next_token_logprobs(adapted_model, tokenizer, check_prompts)
+    merged = adapted_model.merge_and_unload()
     with atomic_path(out_dir) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    return out_dir
+    del adapted_model, merged
+    saved = next_token_logprobs(load_full(str(out_dir), dtype).eval(), AutoTokenizer.from_pretrained(out_dir),
+                                check_prompts)
+    return {"merge_max_logprob_difference": float((saved - adapted).abs().max()),
+            "merge_same_top1": bool((saved.argmax(-1) == adapted.argmax(-1)).all())}
 
 
 def next_token_logprobs(model, tokenizer, prompts: list[str]):
@@ -41,13 +49,3 @@ def next_token_logprobs(model, tokenizer, prompts: list[str]):
             logits = model(**ids).logits[0, -1].float()
         rows.append(torch.log_softmax(logits, -1))
     return torch.stack(rows)
-
-
-def merge_check(base_path: str, adapter_dir: Path, merged_dir: Path, dtype, prompts: list[str]) -> dict:
-    """Largest next-token log-prob difference, merged model vs model n-1 + adapter."""
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    merged = next_token_logprobs(load_full(str(merged_dir), dtype).eval(), tokenizer, prompts)
-    adapted = next_token_logprobs(base_with_adapter(base_path, adapter_dir, dtype), tokenizer, prompts)
-    return {"merge_max_logprob_difference": float((merged - adapted).abs().max()),
-            "merge_same_top1": bool((merged.argmax(-1) == adapted.argmax(-1)).all())}

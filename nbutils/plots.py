@@ -76,7 +76,8 @@ def leaderboard_bars(board, path, title: str = "Win rate against the reference")
     import numpy as np
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(board) + 1.2))
     y = np.arange(len(board))
-    anchors = board["judge"].str.contains("leaderboard")
+    from .evaluation import is_anchor
+    anchors = is_anchor(board)
     ax.barh(y + 0.2, board["win_rate"], 0.4, xerr=board["standard_error"], color="#4C72B0", label="win rate",
             hatch=None)
     ax.barh(y - 0.2, board["lc_win_rate"], 0.4, color="#DD8452", label="LC win rate")
