@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
+HUB_VENV := .venv-hub
+HUB_STAMP := $(HUB_VENV)/.installed
 
 .PHONY: install demo demo-lc test browser lab bench lock clean-runs
 install: $(STAMP)
@@ -34,8 +36,14 @@ demo: install
 demo-lc: install
 	$(PY) -m nbutils run -f params/tiny.yaml -f params/tiny-lc.yaml
 
-test: install browser
+test: install browser $(HUB_STAMP)
 	$(PY) -m pytest -q
+
+# olah (a Hugging Face mirror server) in a venv of its own, for the tests that serve the hub twins.
+$(HUB_STAMP): requirements/hub-twins.txt
+	test -x $(HUB_VENV)/bin/python || $(PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/python -m pip --disable-pip-version-check install -q --no-deps -r requirements/hub-twins.txt $(QUIET)
+	touch $@
 
 # Debian's Chromium, for the test that opens the run report (apt-get as root, or sudo -n).
 browser:

@@ -7,6 +7,9 @@ import sys
 import yaml
 
 from . import params as P
+from .devices import DeviceError
+from .hub import HubError
+from .preflight import PreflightError
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
@@ -31,13 +34,28 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--stages", type=lambda s: s.split(","),
                             help="comma-separated stages, e.g. 01_generate (default: all)")
             sp.add_argument("--force", action="store_true", help="rerun finished stages")
+            sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
+    pf = sub.add_parser("preflight", help="check this machine for a preset (CUDA, versions, disk, RAM, hub), "
+                                          "then print the plan; exit 1 with what fails")
+    pf.add_argument("-f", dest="files", action="append", default=[], help="params preset, merged in order")
+    pf.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override one param")
+    pf.add_argument("--dry-run", action="store_true", help="print the plan only (no checks)")
+    pf.add_argument("--gpu", help="plan for this card (h100, a100, l40s, rtx4090) instead of the one found")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     args = ap.parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command == "run" and args.dry_run:
+            from .plan import format_plan, plan
+            from .preflight import gpu_here
+            values, _ = P.resolve(args.files, _overrides(args.pairs))
+            print(format_plan(plan(values, gpu_here()), gpu_here()))
+        elif args.command == "run":
             from .runner import run
             run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
+        elif args.command == "preflight":
+            from .preflight import preflight
+            return preflight(*P.resolve(args.files, _overrides(args.pairs)), dry_run=args.dry_run, gpu=args.gpu)
         elif args.command == "report":
             from .runner import print_summary
             from .stage import stage_for
@@ -56,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tiny":
             from .tiny_policy import tiny_policy_path
             print(tiny_policy_path())
-    except P.ParamsError as e:
+    except (P.ParamsError, DeviceError, HubError, PreflightError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a stage failed: say where, not papermill's whole traceback

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from .files import atomic_path
+from .hub import ALPACA_EVAL
 from .models import base_model_path, policy_dir
-
-ALPACA_EVAL = "tatsu-lab/alpaca_eval"
 
 
 def slug(name: str) -> str:
@@ -20,9 +18,11 @@ def slug(name: str) -> str:
 
 
 def eval_prompts(stage):
-    """The eval instructions (``prompt`` or ``instruction`` column), bad rows named."""
+    """The eval instructions (``prompt`` or ``instruction`` column), bad rows named; the first
+    ``eval_instructions`` of them when that is not 0."""
     from .prompts import load_prompt_source
-    return load_prompt_source(stage["eval_dataset"], stage["eval_split"])
+    prompts = load_prompt_source(stage["eval_dataset"], stage["eval_split"])
+    return prompts.select(range(min(stage["eval_instructions"] or len(prompts), len(prompts))))
 
 
 def models_of_run(stage) -> list[tuple[str, str]]:
@@ -37,29 +37,17 @@ def models_of_run(stage) -> list[tuple[str, str]]:
     return models
 
 
-def _sample_in_child(params: dict, rows: list[dict], model: str, out_path: str) -> int:
-    from datasets import Dataset
-
-    from .responses import generate_responses
-    df, _ = generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path)
-    return len(df)
-
-
 def sample(stage, prompts, model: str, out_dir: Path, n: int, temperature: float) -> list[list[str]]:
-    """``n`` answers per eval prompt from ``model`` (stage 01's generation code, resumable).
-    Each model samples in a process of its own: an engine's memory (vLLM's KV cache) is only
-    given back reliably when its process ends, and the next model needs it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """``n`` answers per eval prompt from ``model`` (stage 01's generation code, resumable,
+    in a process of its own so the next model gets the memory back)."""
+    from .responses import generate_in_child
     p = {**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature, "top_p": stage["eval_top_p"],
          "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model}
-    out_path = out_dir / "generations.parquet"
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        answered = pool.submit(_sample_in_child, p, prompts.to_list(), model, str(out_path)).result()
-    if answered != len(prompts):
-        raise ValueError(f"{model}: {len(prompts) - answered} eval prompts were too long for max_model_len; "
+    df, _ = generate_in_child(p, prompts, model, out_dir / "generations.parquet")
+    if len(df) != len(prompts):
+        raise ValueError(f"{model}: {len(prompts) - len(df)} eval prompts were too long for max_model_len; "
                          f"raise max_model_len so every model answers the same instructions")
-    return [list(r) for r in pd.read_parquet(out_path)["all_generated_responses"]]
+    return [list(r) for r in df["all_generated_responses"]]
 
 
 def write_model_outputs(path: Path, instructions: list[str], outputs: list[str], generator: str, dataset: str):
@@ -97,24 +85,32 @@ def answer_all(stage, prompts, out_dir: Path) -> dict[str, pd.DataFrame]:
     return outputs
 
 
-def best_of_final(stage, prompts, ranker, out_dir: Path) -> tuple[str, pd.DataFrame]:
-    """The final model's ``best_of_n`` samples at ``best_of_temperature``, the ranker's best kept."""
+def sample_best_of(stage, prompts, out_dir: Path) -> tuple[str, list[list[str]]]:
+    """(name, samples): the final model's ``best_of_n`` samples at ``best_of_temperature``."""
     name = f"iteration {stage['num_iterations']} best-of-{stage['best_of_n']}"
     final = models_of_run(stage)[-1][1]
-    samples = sample(stage, prompts, final, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"])
+    return name, sample(stage, prompts, final, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"])
+
+
+def pick_best(stage, prompts, ranker, name: str, samples: list[list[str]], out_dir: Path) -> pd.DataFrame:
+    """The ranker's best of each instruction's samples, saved as model ``name``'s outputs.
+    Load the ranker after all sampling: on a GPU, a vLLM engine starts only when its
+    memory share is free."""
     best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"])
-    return name, save_outputs(stage, out_dir, name, prompts["prompt"], best)
+    return save_outputs(stage, out_dir, name, prompts["prompt"], best)
 
 
 def reference_outputs(stage, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """``auto``: AlpacaEval's GPT-4-turbo outputs on AlpacaEval, else the base model's;
-    ``base``; or a ``model_outputs.json`` path."""
+    ``base``; or a ``model_outputs.json`` path. Cut to the eval set's first ``eval_instructions``."""
     choice = stage["reference_outputs"]
     if choice == "base" or (choice == "auto" and stage["eval_dataset"] != ALPACA_EVAL):
         return outputs["base"]
-    from .alpaca_compat import read_model_outputs
     if choice == "auto":
-        from alpaca_eval.constants import ALPACAEVAL_REFERENCE_OUTPUTS_2
-        return ALPACAEVAL_REFERENCE_OUTPUTS_2()
-    from .files import repo_path
-    return read_model_outputs(repo_path(choice))
+        from .hub import alpaca_eval
+        reference = alpaca_eval("reference")
+    else:
+        from .alpaca_compat import read_model_outputs
+        from .files import repo_path
+        reference = read_model_outputs(repo_path(choice))
+    return reference.head(stage["eval_instructions"] or len(reference)).reset_index(drop=True)

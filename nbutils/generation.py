@@ -14,6 +14,7 @@ import importlib.util
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -49,19 +50,29 @@ def _decode(tokenizer, ids: list[int], eos_id: int, stopped: bool) -> Sample:
     return Sample(text, len(ids), "stop" if stopped else "length")
 
 
+def weights_format(model: str) -> str:
+    """vLLM's ``load_format`` for a model folder: ``safetensors`` (the HF shards its index names)
+    when there are any, since "auto" loads Mistral's ``consolidated.safetensors`` when it is there."""
+    shards = [f for f in Path(model).glob("*.safetensors") if not f.name.startswith("consolidated")]
+    return "safetensors" if shards else "auto"
+
+
 class VLLMBackend:
     """One ``vllm.LLM`` for the whole stage."""
     name = "vllm"
 
     def __init__(self, model: str, p: dict):
-        import torch
-        if not torch.cuda.is_available():  # in-process engine on CPU: faster start, works in scripts
+        from .devices import resolve_device
+        if resolve_device(p.get("device", "auto")) == "cpu":  # in-process engine on CPU: faster start, works in scripts
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
+        # HF config, tokenizer and weights, always: with "auto", vLLM switches a folder that holds
+        # Mistral's consolidated*.safetensors + params.json to Mistral's own formats and tokenizer.
         self.llm = LLM(model=model, dtype=p["dtype"], seed=p["seed"],
                        gpu_memory_utilization=p["gpu_memory_utilization"],
-                       max_model_len=p["max_model_len"])
+                       max_model_len=p["max_model_len"], tokenizer_mode="hf", config_format="hf",
+                       load_format=weights_format(model))
         self.tokenizer = self.llm.get_tokenizer()
         self.p = p
 
@@ -83,10 +94,10 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str, p: dict):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        from .devices import resolve_device
+        self.device = resolve_device(p.get("device", "auto"))
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

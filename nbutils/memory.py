@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 
+def free() -> None:
+    """Give back the memory of models that are no longer referenced (and the GPU's cache)."""
+    import gc
+
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def report(label: str) -> dict:
     """Print and return memory now (GiB): process RSS, and GPU allocated / peak."""
     import psutil

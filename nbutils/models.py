@@ -8,11 +8,15 @@ from .param_rules import TINY_MODELS, looks_local
 
 
 def base_model_path(name: str) -> str:
-    """A hub id as given, a local dir as an absolute path, a tiny name built on demand."""
+    """A local dir as an absolute path, a hub id as its local snapshot (downloaded once),
+    a tiny name built on demand."""
     if name in TINY_MODELS:
         from .tiny_policy import tiny_policy_path
         return str(tiny_policy_path())
-    return str(repo_path(name)) if looks_local(name) else name
+    if looks_local(name):
+        return str(repo_path(name))
+    from .hub import model_snapshot
+    return str(model_snapshot(name))
 
 
 def policy_dir(run_dir: Path, iteration: int) -> Path:

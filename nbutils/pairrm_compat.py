@@ -96,10 +96,17 @@ def resolve_ranker_dir(path: str) -> Path:
 
 
 def backbone_name(ranker_dir: Path) -> str:
-    """The ranker config's ``model_name``: a hub id as given, a relative path beside the ranker."""
+    """The ranker config's ``model_name`` as a local folder: a relative path beside the ranker,
+    a hub id (``microsoft/deberta-v3-large``) as its snapshot, so llm-blender's
+    ``AutoModel.from_pretrained`` and tokenizer never probe the hub themselves."""
     name = json.loads((ranker_dir / "config.json").read_text())["model_name"]
     local = ranker_dir / name
-    return str(local.resolve()) if not Path(name).is_absolute() and local.exists() else name
+    if not Path(name).is_absolute() and local.exists():
+        return str(local.resolve())
+    if Path(name).is_absolute():
+        return name
+    from .hub import model_snapshot
+    return str(model_snapshot(name))
 
 
 def check_state_dict(ranker, checkpoint_dir: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 from .files import repo_path
+from .hub import HUB_ID
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 TINY_MODELS = ("tiny-mistral",)
 TINY_RANKERS = ("tiny-pairrm",)
@@ -134,6 +134,7 @@ RULES = {
     "max_model_len": at_least(16),
     "backend": one_of("auto", "vllm", "hf"),
     "dtype": one_of("auto", "float32", "bfloat16", "float16"),
+    "device": one_of("auto", "cuda", "cpu"),
     "gpu_memory_utilization": fraction,
     "hf_batch_size": at_least(1),
     "shard_size": at_least(1),
@@ -161,6 +162,7 @@ RULES = {
     "reference_model": one_of("previous", "initial"),
     "save_steps": at_least(1),
     "eval_dataset": dataset_source,
+    "eval_instructions": at_least(0),
     "eval_temperature": at_least(0.0),
     "eval_top_p": fraction,
     "eval_max_new_tokens": at_least(1),

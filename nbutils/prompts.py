@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from . import hub
 from .files import repo_path
 from .param_rules import looks_local
 from .tiny_corpus import prompt_id
@@ -54,6 +55,10 @@ def load_prompt_source(source: str, split: str):
             check_jsonl(path)
         kind = "parquet" if path.suffix == ".parquet" else "json"
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    elif source == hub.ALPACA_EVAL:  # a repo with a loading script: datasets 5 refuses it
+        if split != "eval":
+            raise PromptError(f"{source} has one split, 'eval' (got {split!r})")
+        ds = datasets.Dataset.from_pandas(hub.alpaca_eval("eval")[["instruction"]], preserve_index=False)
     else:
         ds = datasets.load_dataset(source, split=split)  # a gated dataset reads HF_TOKEN
     if "prompt" not in ds.column_names and "instruction" in ds.column_names:

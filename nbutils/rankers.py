@@ -34,12 +34,8 @@ def local_dir(name: str) -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"ranker: no config.json in {path} (a ranker directory is expected)")
         return path
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(name))
-    except Exception as e:  # offline, unknown repo, gated
-        raise RankerError(f"ranker {name!r} is not a local directory and could not be fetched "
-                          f"from the hub: {type(e).__name__}: {e}") from e
+    from .hub import model_snapshot
+    return model_snapshot(name)
 
 
 class PairRMRanker:
@@ -155,8 +151,8 @@ def load_ranker(name: str, device: str | None = None):
     if is_function_spec(name):
         return FunctionRanker(name)
     if device is None:
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from .devices import resolve_device
+        device = resolve_device("auto")
     if (name, device) not in _LOADED:
         _LOADED.clear()
         path = local_dir(name)

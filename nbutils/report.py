@@ -93,7 +93,6 @@ def write_report(run_dir: Path) -> Path:
     """Export the executed notebooks to HTML and write ``run_dir/report.html``."""
     import jinja2
 
-    from .runner import summary
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -124,3 +123,25 @@ def write_report(run_dir: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
+
+
+HEADLINES = ["prompts", "mean_response_chars", "empty_responses", "truncated_responses", "pairs",
+             "mean_chosen_chars", "mean_rejected_chars", "chosen_longer_fraction", "train_loss",
+             "eval_rewards/margins", "eval_rewards/accuracies"]
+
+
+def summary(run_dir: Path, iterations: list[int]):
+    """The headline numbers of each iteration, a row each (all of them: ``iter_<n>/metrics.json``),
+    and the minutes its executed notebooks ran."""
+    import pandas as pd
+
+    rows = []
+    for n in iterations:
+        folder = run_dir / f"iter_{n}"
+        merged = {k: v for m in read_json(folder / "metrics.json", {}).values() for k, v in m.items()}
+        if merged:
+            seconds = sum((read_json(nb, {}).get("metadata", {}).get("papermill", {}).get("duration") or 0)
+                          for nb in folder.glob("*.ipynb"))
+            rows.append({"iteration": n, **{k: merged[k] for k in HEADLINES if k in merged},
+                         "minutes": round(seconds / 60, 1)})
+    return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame()

@@ -62,6 +62,21 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None):
     return df, stats
 
 
+def _generate_in_child(params: dict, rows: list[dict], model: str, out_path: str):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    return generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path)
+
+
+def generate_in_child(params: dict, prompts, model: str, out_path) -> tuple[pd.DataFrame, dict]:
+    """:func:`generate_responses` in a process of its own, which ends when it is done: an
+    engine's memory (vLLM's KV cache, the GPU) is given back reliably only when its process
+    ends, and the next stage or model needs it."""
+    from .processes import in_child
+    return in_child(_generate_in_child, params, prompts.to_list(), model, str(out_path))
+
+
 def summarize(df: pd.DataFrame, skipped_long: int = 0) -> dict:
     """Counts a user should see: prompts, responses, empty and truncated ones."""
     texts = df["all_generated_responses"].explode()

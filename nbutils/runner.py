@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import params as P
-from .files import REPO_ROOT, read_json, write_json
+from .files import REPO_ROOT, write_json
 from .stage import RUN_STAGE_DIRS, stage_for
 
 # Stages run for every iteration, in order; then once for the whole run.
@@ -41,6 +41,8 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     stages = stages or (every if whole_run else ITERATION_STAGES)
     iterations = iterations or list(range(1, values["num_iterations"] + 1))
     P.validate({**values, "iteration": max(iterations)})  # iterations within num_iterations
+    from .preflight import before_run
+    before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
     first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
     write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
                first.run_dir / "config.json")
@@ -64,7 +66,7 @@ def print_summary(run_dir: Path, iterations: list[int]) -> Path:
     """Write the run report; print the per-iteration summary, the leaderboard and where the report is."""
     import pandas as pd
 
-    from .report import write_report
+    from .report import summary, write_report
 
     path = write_report(run_dir)
     print(summary(run_dir, iterations).round(3).to_string(na_rep="-"))
@@ -73,25 +75,3 @@ def print_summary(run_dir: Path, iterations: list[int]) -> Path:
         print(pd.read_csv(board).round(2).to_string(index=False))
     print(f"run directory: {run_dir}\nreport: {path}")
     return path
-
-
-HEADLINES = ["prompts", "mean_response_chars", "empty_responses", "truncated_responses", "pairs",
-             "mean_chosen_chars", "mean_rejected_chars", "chosen_longer_fraction", "train_loss",
-             "eval_rewards/margins", "eval_rewards/accuracies"]
-
-
-def summary(run_dir: Path, iterations: list[int]):
-    """The headline numbers of each iteration, a row each (all of them: ``iter_<n>/metrics.json``),
-    and the minutes its executed notebooks ran."""
-    import pandas as pd
-
-    rows = []
-    for n in iterations:
-        folder = run_dir / f"iter_{n}"
-        merged = {k: v for m in read_json(folder / "metrics.json", {}).values() for k, v in m.items()}
-        if merged:
-            seconds = sum((read_json(nb, {}).get("metadata", {}).get("papermill", {}).get("duration") or 0)
-                          for nb in folder.glob("*.ipynb"))
-            rows.append({"iteration": n, **{k: merged[k] for k in HEADLINES if k in merged},
-                         "minutes": round(seconds / 60, 1)})
-    return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame()

@@ -49,6 +49,12 @@ class Stage:
         return self.iter_dir if "iteration" in self.params else self.run_dir / RUN_STAGE_DIRS[self.notebook]
 
     @property
+    def device(self) -> str:
+        """``cuda`` or ``cpu``: the ``device`` param checked against this machine."""
+        from .devices import resolve_device
+        return resolve_device(self.params.get("device", "auto"))
+
+    @property
     def manifest_path(self) -> Path:
         return self.out_dir / f"{self.notebook}.manifest.json"
 
@@ -103,6 +109,7 @@ def resolve_notebook(notebook: str, namespace: dict) -> Stage:
     if unknown:
         raise P.ParamsError("invalid parameters passed to this notebook:\n  " + "\n  ".join(unknown))
     stage = Stage(notebook, P.validate({k: namespace[k] for k in declared}, keys=declared))
+    stage.device  # a GPU preset without a usable GPU stops here, before anything loads
     stage.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(stage.params, stage.out_dir / f"{notebook}.config.json")
     return stage

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -69,3 +70,36 @@ def loop_lc(loop, runs_dir):
     cli("run", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml",
         *params_args(runs_dir=runs_dir, **{**LOOP, "num_iterations": 1, "run_name": "loop-lc", "compare_run": "loop"}))
     return runs_dir / "loop-lc"
+
+
+@pytest.fixture(scope="session")
+def hub_twins(tmp_path_factory):
+    """The hub twins (``nbutils.hub_twins``) served by olah on 127.0.0.1 (``nbutils.hub_mirror``), and the environment a
+    client needs to reach them: ``HF_ENDPOINT``, a fresh ``HF_HOME``, no token, and a dead proxy
+    for every other host, so a request that would leave this machine fails instead."""
+    from nbutils import hub_mirror, hub_twins
+    root = tmp_path_factory.mktemp("hub")
+    hub_twins.build(root)
+    with hub_mirror.serve(root) as endpoint:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")}
+        env.update(HF_ENDPOINT=endpoint, HF_HOME=str(root / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",
+                   HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+                   http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+                   NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+        yield SimpleNamespace(env=env, root=root, hf_home=root / "hf-home")
+
+
+TWIN_SIZES = "tests/fixtures/twin-sizes.yaml"
+
+
+def twin_run(hub_twins, runs_dir, *args) -> subprocess.CompletedProcess:
+    """``python -m nbutils run <args> -f twin-sizes.yaml`` against the hub twins."""
+    return cli("run", *args, "-f", TWIN_SIZES, "-p", "runs_dir", str(runs_dir), env=hub_twins.env)
+
+
+@pytest.fixture(scope="session")
+def twin_snorkel(hub_twins, runs_dir):
+    """params/snorkel.yaml through all five stages on the twins (sizes only changed)."""
+    proc = twin_run(hub_twins, runs_dir, "-f", "params/snorkel.yaml")
+    (runs_dir / "twin-snorkel.log").write_text(proc.stdout + proc.stderr)
+    return runs_dir / "snorkel"

