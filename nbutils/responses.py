@@ -63,7 +63,11 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None):
 
 
 def _generate_in_child(params: dict, rows: list[dict], model: str, out_path: str):
+    import os
     from types import SimpleNamespace
+    # the child's output reaches the terminal, not the notebook: vLLM's INFO lines stay out of it
+    # (VLLM_LOGGING_LEVEL=INFO in the environment brings them back)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
     from datasets import Dataset
     return generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path)
