@@ -190,7 +190,7 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
         pairs = prompts * (1 - v.get("test_fraction", 0.05))
         batch = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"]
         steps = math.ceil(pairs * v["num_train_epochs"] / batch)
-        steps = min(steps, v["max_steps"]) if v["max_steps"] > 0 else steps
+        steps = v["max_steps"] if v["max_steps"] > 0 else steps  # as transformers: max_steps overrides epochs
         seq = min(v["max_length"], PROMPT_TOKENS + ans)
         tokens, train, merge = steps * batch * 2 * seq, dpo_memory(v, params, it), (params + lora) * nbytes / GIB + 0.5
         ckpts = min(2, math.ceil(steps / v["save_steps"])) * lora * 12 / GIB  # fp32 adapter + Adam state each
