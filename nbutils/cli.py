@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 from . import params as P
 from .devices import DeviceError
 from .hub import HubError
@@ -14,7 +12,7 @@ from .preflight import PreflightError
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
     """``-p key value`` pairs; values read as YAML scalars (5 → int, 0.5 → float)."""
-    return {k: yaml.safe_load(v) for k, v in (pairs or [])}
+    return {k: P.parse_yaml(v) for k, v in (pairs or [])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,20 @@ class ParamsError(ValueError):
     """Bad parameters; the message lists every problem, one per line."""
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people type numbers: ``5e-6`` is a float (YAML 1.2, papermill's ``-p``), not the
+    string PyYAML's YAML 1.1 makes of it (1.1 wants ``5.0e-6``)."""
+
+
+_SCIENTIFIC = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(f"^{_SCIENTIFIC.pattern}$"), list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """A params file, or one ``-p`` value, read as YAML (with 1.2's floats)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 @dataclass(frozen=True)
 class Declared:
     """One key of a notebook's parameters cell."""
@@ -97,6 +111,8 @@ def coerce(value, annotation: str):
             return kind(value)
         if kind in (float, str) and isinstance(value, kind):
             return value
+        if kind is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)  # "5e-6" from a YAML 1.1 reader (papermill -f): the number meant
     raise TypeError(f"expected {annotation}, got {type(value).__name__} {value!r}")
 
 
@@ -104,7 +120,7 @@ def load_preset(path: str | Path) -> dict:
     path = repo_path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such params file")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = parse_yaml(path.read_text()) or {}
     if not isinstance(data, dict) or any(isinstance(v, dict) for v in data.values()):
         raise ParamsError(f"{path}: a params file is a flat mapping of key: value")
     return data

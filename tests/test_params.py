@@ -129,3 +129,27 @@ def test_notebook_flags_only_what_papermill_injected(tmp_path):
     ns["In"].append('# Parameters\nnum_sample = 3\nrun_name = "x"\n')
     with pytest.raises(P.ParamsError, match="num_sample: unknown parameter"):
         resolve_notebook(NOTEBOOKS[0].stem, ns)
+
+
+@pytest.mark.parametrize("typed,value", [("5e-6", 5e-6), ("5.0e-6", 5e-6), ("1E-3", 1e-3), ("-2e+1", -20.0),
+                                          ("3", 3), ("0.5", 0.5), ("true", True), ("[q_proj, v_proj]", ["q_proj", "v_proj"]),
+                                          ("tiny", "tiny")])
+def test_values_parse_as_people_type_them(typed, value):
+    parsed = P.parse_yaml(typed)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_scientific_notation_works_in_p_and_in_a_preset(tmp_path):
+    assert P.resolve(["params/tiny.yaml"], {"learning_rate": P.parse_yaml("5e-6")})[0]["learning_rate"] == 5e-6
+    preset = tmp_path / "lr.yaml"
+    preset.write_text("learning_rate: 2e-5\n")
+    assert P.resolve(["params/tiny.yaml", preset])[0]["learning_rate"] == 2e-5
+    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "learning_rate", "5e-6")
+    assert "learning_rate            5e-06" in proc.stdout
+
+
+def test_a_float_param_written_as_1_1_yaml_reads_it_is_still_a_float():
+    """papermill -f reads presets with YAML 1.1, which leaves "5e-6" a string: the notebook takes it."""
+    assert P.coerce("5e-6", "float") == 5e-6
+    with pytest.raises(TypeError):
+        P.coerce("fast", "float")
