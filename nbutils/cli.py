@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     for name, help_ in [("run", "run the stages with papermill"),
                         ("validate", "resolve and check params, print the result"),
-                        ("report", "rewrite runs/<run>/report.html and print the summary")]:
+                        ("report", "rewrite runs/<run>/report.html and print the summary"),
+                        ("preflight", "check this machine for a preset (CUDA, versions, disk, RAM, hub), "
+                                      "then print the plan; exit 1 with what fails")]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-f", dest="files", action="append", default=[],
                         help="params preset, merged in order over params/base.yaml")
@@ -32,13 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--stages", type=lambda s: s.split(","),
                             help="comma-separated stages, e.g. 01_generate (default: all)")
             sp.add_argument("--force", action="store_true", help="rerun finished stages")
+        if name in ("run", "preflight"):
             sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
-    pf = sub.add_parser("preflight", help="check this machine for a preset (CUDA, versions, disk, RAM, hub), "
-                                          "then print the plan; exit 1 with what fails")
-    pf.add_argument("-f", dest="files", action="append", default=[], help="params preset, merged in order")
-    pf.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override one param")
-    pf.add_argument("--dry-run", action="store_true", help="print the plan only (no checks)")
-    pf.add_argument("--gpu", help="plan for this card (h100, a100, l40s, rtx4090) instead of the one found")
+        if name == "preflight":
+            sp.add_argument("--gpu", help="plan for this card (h100, a100, l40s, rtx4090) instead of the one found")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     args = ap.parse_args(argv)
@@ -47,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             from .plan import format_plan, plan
             from .preflight import gpu_here
             values, _ = P.resolve(args.files, _overrides(args.pairs))
-            print(format_plan(plan(values, gpu_here()), gpu_here()))
+            gpu = gpu_here()
+            print(format_plan(plan(values, gpu), gpu))
         elif args.command == "run":
             from .runner import run
             run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
