@@ -35,7 +35,7 @@ def build_model(out: Path) -> int:
     import torch
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
-    from nbutils.models import base_model_path
+    from nbutils.generate.policies import base_model_path
     tokenizer = AutoTokenizer.from_pretrained(base_model_path("tiny-mistral"))
     torch.manual_seed(0)
     config = MistralConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2816,
@@ -52,7 +52,7 @@ def build_model(out: Path) -> int:
 def pairs(n: int):
     from datasets import Dataset
 
-    from nbutils.tiny_corpus import all_prompts, answer
+    from nbutils.tiny.corpus import all_prompts, answer
     rng = random.Random(0)
     rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
              "chosen": [{"role": "assistant", "content": answer(rng, r["topic"])}],
@@ -78,9 +78,9 @@ def run_mode(mode: str, model_dir: str, args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from nbutils import dpo
-    from nbutils import params as P
-    from nbutils.stage import stage_for
+    from nbutils.dpo import training as dpo
+    from nbutils.run import params as P
+    from nbutils.run.stage import stage_for
     values, _ = P.resolve(["params/tiny.yaml"], {
         "load_in_4bit": MODES[mode]["load_in_4bit"], "max_steps": args.steps + 1, "max_length": args.max_length,
         "per_device_train_batch_size": args.batch_size, "save_steps": 10_000, "lora_r": 64, "lora_alpha": 64})

@@ -12,12 +12,13 @@ import argparse
 import tempfile
 import time
 
-from nbutils import params as P
-from nbutils.generation import derive_seed, load_backend
-from nbutils.models import base_model_path
-from nbutils.prompts import iteration_prompts
-from nbutils.responses import chat_prompt_ids, generate_responses
-from nbutils.stage import stage_for
+from nbutils.run import params as P
+from nbutils.generate.backends import load_backend
+from nbutils.ids import derive_seed
+from nbutils.generate.policies import base_model_path
+from nbutils.generate.prompts import iteration_prompts
+from nbutils.generate.sampling import chat_prompt_ids, generate_responses
+from nbutils.run.stage import stage_for
 
 
 def measure(backend, ids, p) -> tuple[float, int]:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from nbutils import params as P
-from nbutils.rankers import load_ranker
-from nbutils.rerank import score_responses
-from nbutils.stage import stage_for
-from nbutils.tiny_corpus import all_prompts, answer
+from nbutils.run import params as P
+from nbutils.rerank.rankers import load_ranker
+from nbutils.rerank.ranking import score_responses
+from nbutils.run.stage import stage_for
+from nbutils.tiny.corpus import all_prompts, answer
 
 
 def main() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))
 
 
 def repo_path(path: str | os.PathLike) -> Path:
@@ -71,18 +70,3 @@ def fresh_for(folder: Path, fingerprint: dict, what: str) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(fingerprint, stamp)
-
-
-def spec_key(spec) -> str:
-    """A short hash of a dataclass spec: the name of its cache entry."""
-    import hashlib
-    from dataclasses import asdict
-    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def cached_build(target: Path, build) -> Path:
-    """``target``, built by ``build(tmp_dir)`` into a temporary folder first if it is missing."""
-    if not (target / "tiny_spec.json").exists():
-        with atomic_path(target) as tmp:
-            build(tmp)
-    return target

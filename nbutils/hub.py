@@ -17,10 +17,8 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ALPACA_EVAL = "tatsu-lab/alpaca_eval"
 ALPACA_EVAL_FILES = {"eval": "alpaca_eval.json",                     # the 805 instructions (AlpacaEval 1 outputs)
                      "reference": "alpaca_eval_gpt4_baseline.json",  # GPT-4-turbo's outputs: AlpacaEval 2.0's reference

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .files import atomic_path, fresh_for
+from nbutils.files import atomic_path, fresh_for
 
 
 def write_parquet(df: pd.DataFrame, target: str | Path) -> None:

@@ -74,10 +74,11 @@ def loop_lc(loop, runs_dir):
 
 @pytest.fixture(scope="session")
 def hub_twins(tmp_path_factory):
-    """The hub twins (``nbutils.hub_twins``) served by olah on 127.0.0.1 (``nbutils.hub_mirror``), and the environment a
+    """The hub twins (``nbutils.twins.build``) served by olah on 127.0.0.1 (``nbutils.twins.mirror``), and the environment a
     client needs to reach them: ``HF_ENDPOINT``, a fresh ``HF_HOME``, no token, and a dead proxy
     for every other host, so a request that would leave this machine fails instead."""
-    from nbutils import hub_mirror, hub_twins
+    from nbutils.twins import mirror as hub_mirror
+    from nbutils.twins import build as hub_twins
     root = tmp_path_factory.mktemp("hub")
     hub_twins.build(root)
     with hub_mirror.serve(root) as endpoint:

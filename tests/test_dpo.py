@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from nbutils import dpo_data, merge, preference_data
+from nbutils.dpo import data as dpo_data
+
+from nbutils.dpo import merge
+
+from nbutils.rerank import dataset as preference_data
 from nbutils.files import REPO_ROOT
-from nbutils.models import base_model_path
+from nbutils.generate.policies import base_model_path
 from tests.conftest import cli, metrics, params_args, read_generations
 
 pytestmark = pytest.mark.slow
@@ -81,7 +85,7 @@ def test_trained_policy_prefers_chosen_more_than_the_reference(loop):
 
 def test_merged_policy_gives_base_plus_adapter_logits_in_transformers_and_vllm(loop):
     from transformers import AutoTokenizer
-    from nbutils.generation import VLLMBackend
+    from nbutils.generate.backends import VLLMBackend
     it = loop / "iter_1"
     prompts = ["Give me some tips about coffee.", "Why do people like owls?", "Explain chess to a child."]
     tokenizer = AutoTokenizer.from_pretrained(it / "policy")

@@ -5,10 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils import alpaca_compat, eval_outputs, evaluation
-from nbutils import params as P
-from nbutils.prompts import PromptError, load_prompt_source
-from nbutils.stage import stage_for
+from nbutils.compat import alpaca_eval as alpaca_compat
+
+from nbutils.evaluate import answers as eval_outputs
+
+from nbutils.evaluate import judging as evaluation
+from nbutils.run import params as P
+from nbutils.generate.prompts import PromptError, load_prompt_source
+from nbutils.run.stage import stage_for
 from tests.conftest import cli
 
 ANCHORS = {"Mistral-7B-Instruct-v0.2": 14.72, "Snorkel-Mistral-PairRM-DPO": 30.22,
@@ -66,10 +70,16 @@ def test_an_eval_set_with_a_missing_instruction_names_the_line(tmp_path):
         load_prompt_source(str(bad), "train")
 
 
-def test_missing_models_and_mismatched_instructions_are_clear_errors(tmp_path):
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "empty"})
-    with pytest.raises(FileNotFoundError, match="no model of iteration 1"):
-        eval_outputs.models_of_run(stage_for("04_evaluate", values))
+def test_missing_models_are_named_and_mismatched_instructions_are_clear_errors(tmp_path, capsys):
+    """By hand, 04 evaluates the iterations that exist and names the missing ones."""
+    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "partial"})
+    stage = stage_for("04_evaluate", values)
+    assert [name for name, _ in eval_outputs.models_of_run(stage)] == ["base"]
+    assert "no model yet for iteration(s) [1, 2, 3]" in capsys.readouterr().out
+    stage.run.policy(2).mkdir(parents=True)
+    (stage.run.policy(2) / "config.json").write_text("{}")
+    assert [name for name, _ in eval_outputs.models_of_run(stage)] == ["base", "iteration 2"]
+    assert "iteration(s) [1, 3]" in capsys.readouterr().out
     ref = pd.DataFrame({"instruction": ["a", "b"], "output": ["x", "y"], "generator": "ref"})
     other = pd.DataFrame({"instruction": ["a", "c"], "output": ["x", "y"], "generator": "m"})
     with pytest.raises(ValueError, match="instructions differ"):

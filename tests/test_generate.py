@@ -10,7 +10,7 @@ import papermill as pm
 import pytest
 
 from nbutils.files import REPO_ROOT
-from nbutils.responses import SCHEMA, summarize
+from nbutils.generate.sampling import SCHEMA, summarize
 from tests.conftest import cli, metrics, params_args, read_generations
 
 pytestmark = pytest.mark.slow
@@ -138,9 +138,9 @@ def test_empty_and_truncated_are_counted():
 
 
 def test_rerunning_a_cell_reuses_the_loaded_engine():
-    from nbutils import params as P
-    from nbutils.generation import load_backend
-    from nbutils.models import base_model_path
+    from nbutils.run import params as P
+    from nbutils.generate.backends import load_backend
+    from nbutils.generate.policies import base_model_path
 
     values, _ = P.resolve(["params/tiny.yaml"], {"backend": "hf"})
     model = base_model_path(values["base_model"])

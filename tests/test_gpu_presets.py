@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from nbutils import params as P
+from nbutils.run import params as P
 from nbutils.files import REPO_ROOT
 from tests.conftest import cli, twin_run
 
@@ -91,8 +91,8 @@ def test_vllm_loads_a_folder_with_mistral_format_files_as_hf(hub_twins):
     repo = hub_twins.root / "mirrors" / "models" / "mistralai" / "Mistral-7B-Instruct-v0.2"
     assert (repo / "consolidated.safetensors").exists() and (repo / "params.json").exists()
     proc = client(hub_twins, f"""
-from nbutils.generation import VLLMBackend
-from nbutils.responses import chat_prompt_ids
+from nbutils.generate.backends import VLLMBackend
+from nbutils.generate.sampling import chat_prompt_ids
 b = VLLMBackend({str(repo)!r}, dict(dtype="float32", seed=0, gpu_memory_utilization=0.3, max_model_len=256,
                 num_samples=2, temperature=0.7, top_p=0.9, max_new_tokens=8, device="cpu"))
 print(type(b.tokenizer).__name__, len(b.generate(chat_prompt_ids(b.tokenizer, ["how do I start running"]), [1])[0]))

@@ -3,7 +3,7 @@ import pytest
 
 from nbutils import hub
 from nbutils.devices import DeviceError, cuda_problem, resolve_device
-from nbutils.dpo import drop_checkpoints
+from nbutils.dpo.training import drop_checkpoints
 from tests.conftest import cli
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from nbutils import length_analysis as L
-from nbutils.pairs import select_pairs
+from nbutils.length import analysis as L
+from nbutils.rerank.pairs import select_pairs
 from tests.conftest import cli
 
 FIGURES = ["05_candidate_lengths.png", "05_chosen_vs_rejected.png", "05_score_vs_length.png",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nbutils import pairrm_compat
+from nbutils.compat import llm_blender as pairrm_compat
 from nbutils.files import REPO_ROOT
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "pairrm_parity"

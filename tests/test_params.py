@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from nbutils import params as P
+from nbutils.run import params as P
 from tests.conftest import PRESETS, cli
 
 NOTEBOOKS = sorted(P.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -121,7 +121,7 @@ def test_cli_lists_params():
 
 def test_notebook_flags_only_what_papermill_injected(tmp_path):
     """A user's own variables (a rerun in JupyterLab) are not taken for mistyped params."""
-    from nbutils.stage import resolve_notebook
+    from nbutils.run.stage import resolve_notebook
 
     defaults = {k: d.default for k, d in P.declared_in(NOTEBOOKS[0]).items()}
     ns = {**defaults, "runs_dir": str(tmp_path), "stats": {"a": 1}, "In": ["", "stats = {}"]}

@@ -1,8 +1,8 @@
-"""nbutils.plan: the run planner's arithmetic (fast; no models, no network)."""
+"""nbutils.run.plan: the run planner's arithmetic (fast; no models, no network)."""
 import pytest
 import yaml
 
-from nbutils import plan as PL
+from nbutils.run import plan as PL
 from nbutils.files import REPO_ROOT
 
 DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}
@@ -10,7 +10,7 @@ DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}
 
 def preset(name: str) -> dict:
     """base.yaml + params/<name>.yaml, validated when the params module accepts them."""
-    from nbutils import params as P
+    from nbutils.run import params as P
     try:
         return P.resolve([f"params/{name}.yaml"])[0]
     except Exception:  # the vocabulary is being edited elsewhere: merge the YAML files by hand

@@ -6,7 +6,7 @@ import tomllib
 import yaml
 
 from nbutils.files import REPO_ROOT
-from nbutils.params import NOTEBOOKS_DIR
+from nbutils.run.params import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -74,7 +74,7 @@ def test_cpu_lock_pins_the_measured_stack():
 def test_papermill_reads_every_declared_parameter():
     """``papermill --help-notebook`` shows each parameter with its type and help."""
     import papermill as pm
-    from nbutils.params import declared_in
+    from nbutils.run.params import declared_in
     for nb in NOTEBOOKS:
         inspected = pm.inspect_notebook(str(nb))
         assert set(inspected) == set(declared_in(nb)), nb.name

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from nbutils import tiny_corpus
-from nbutils.prompts import PromptError, iteration_prompts, load_prompt_source
+from nbutils.tiny import corpus as tiny_corpus
+from nbutils.generate.prompts import PromptError, iteration_prompts, load_prompt_source
 
 TINY = "nbutils/data/tiny_prompts.jsonl"
 

@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils import params as P
-from nbutils import preference_data, rankers, rerank
-from nbutils.stage import stage_for
+from nbutils.run import params as P
+from nbutils.rerank import dataset as preference_data
+from nbutils.rerank import rankers
+from nbutils.rerank import ranking as rerank
+from nbutils.run.stage import stage_for
 from tests.conftest import cli, metrics, params_args
 
 pytestmark = pytest.mark.slow
@@ -111,7 +113,7 @@ def test_bad_ranker_params_are_refused_before_anything_loads(runs_dir):
 
 
 def test_a_sequence_classification_reward_model_scores_each_response(tmp_path):
-    from nbutils.tiny_ranker import tiny_ranker_path
+    from nbutils.tiny.ranker import tiny_ranker_path
     from transformers import AutoTokenizer, DebertaV2Config, DebertaV2ForSequenceClassification
     tokenizer = AutoTokenizer.from_pretrained(tiny_ranker_path().parent / "backbone")
     for labels in (1, 2):
@@ -157,7 +159,7 @@ def test_two_runs_datasets_never_load_each_others_rows(tmp_path):
 def test_stage_writes_a_snorkel_schema_dataset_trl_can_use(tiny_run):
     from transformers import AutoTokenizer
     from trl.data_utils import apply_chat_template, is_conversational
-    from nbutils.models import base_model_path
+    from nbutils.generate.policies import base_model_path
 
     data = {s: preference_data.load_split(tiny_run / "iter_1" / "preference_data", s)
             for s in ("train_iteration_1", "test_iteration_1")}

@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nbutils.tiny_policy import TinyPolicySpec, tiny_policy_path, train_tiny_policy
+from nbutils.tiny.policy import TinyPolicySpec, tiny_policy_path, train_tiny_policy
 
 pytestmark = pytest.mark.slow
 

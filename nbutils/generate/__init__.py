@@ -1,0 +1,1 @@
+"""Stage 01: prompts, the policy of an iteration, sampling N answers per prompt (vLLM or transformers)."""

@@ -1,0 +1,80 @@
+"""The run folder's layout, built in one place: ``runs/<run>/iter_<n>/…`` and the whole-run folders.
+
+Stages talk through these files; every module that reads or writes one asks a :class:`RunFolder`
+(or its :class:`~nbutils.run.stage.Stage`) for the path instead of joining names itself.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Whole-run stages (no ``iteration`` param) and the folder of the run each writes to.
+RUN_STAGE_DIRS = {"04_evaluate": "evaluation", "05_length_analysis": "length_analysis"}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """``runs_dir/run_name``: what each stage writes, per iteration and for the whole run."""
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        """The runner's resolved params and their sources."""
+        return self.path / "config.json"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    def stage_dir(self, notebook: str) -> Path:
+        """The folder of a whole-run stage (``evaluation/``, ``length_analysis/``)."""
+        return self.path / RUN_STAGE_DIRS[notebook]
+
+    @property
+    def evaluation(self) -> Path:
+        return self.stage_dir("04_evaluate")
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.evaluation / "leaderboard.csv"
+
+    @property
+    def length_analysis(self) -> Path:
+        return self.stage_dir("05_length_analysis")
+
+    def iteration(self, n: int) -> Path:
+        return self.path / f"iter_{n}"
+
+    def iterations(self) -> list[int]:
+        """The iterations that have a folder, in order."""
+        found = (re.fullmatch(r"iter_(\d+)", p.name) for p in self.path.glob("iter_*") if p.is_dir())
+        return sorted(int(m[1]) for m in found if m)
+
+    def metrics(self, n: int) -> Path:
+        return self.iteration(n) / "metrics.json"
+
+    def generations(self, n: int) -> Path:
+        """Stage 01's answers of iteration ``n``."""
+        return self.iteration(n) / "generations.parquet"
+
+    def preference_data(self, n: int) -> Path:
+        """Stage 02's pairs of iteration ``n`` (a parquet dataset)."""
+        return self.iteration(n) / "preference_data"
+
+    def policy(self, n: int) -> Path:
+        """Stage 03's merged model of iteration ``n``: the model iteration ``n + 1`` samples from."""
+        return self.iteration(n) / "policy"
+
+    def adapter(self, n: int) -> Path:
+        return self.iteration(n) / "adapter"
+
+    def checkpoints(self, n: int) -> Path:
+        return self.iteration(n) / "dpo_checkpoints"
+
+    def has_policy(self, n: int) -> bool:
+        return (self.policy(n) / "config.json").exists()

@@ -1,0 +1,1 @@
+"""Stage 05: answer length across iterations, and its figures."""

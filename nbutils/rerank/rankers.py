@@ -1,0 +1,161 @@
+"""Reward models that score each prompt's responses (higher is better).
+
+The ``ranker`` param picks one:
+* a PairRM-format ranker (``llm-blender/PairRM``, a local dir, or ``tiny-pairrm``):
+  llm-blender's ``rank(return_scores=True)``, K(K-1) comparisons per prompt;
+* any transformers sequence-classification reward model (hub id or dir): one
+  score per (prompt, response), through its chat template when it has one;
+* ``module:function``: a Python function ``f(prompt, response) -> float``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nbutils.files import repo_path
+from nbutils.sources import TINY_RANKERS, is_function_spec, looks_local
+
+
+class RankerError(RuntimeError):
+    """A ranker that cannot load or cannot score."""
+
+
+def local_dir(name: str) -> Path:
+    """A ranker's files: the tiny one built on demand, a local dir, or a hub snapshot."""
+    if name in TINY_RANKERS:
+        from nbutils.tiny.ranker import tiny_ranker_path
+        return tiny_ranker_path()
+    if looks_local(name):
+        path = repo_path(name)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"ranker: no config.json in {path} (a ranker directory is expected)")
+        return path
+    from nbutils.hub import model_snapshot
+    return model_snapshot(name)
+
+
+class PairRMRanker:
+    """llm-blender's PairRanker (made right under transformers 5 by pairrm_compat)."""
+
+    def __init__(self, path: Path, device: str):
+        from nbutils.compat.llm_blender import load_blender
+        self.blender = load_blender(str(path), device=device)
+        self.name = str(path)
+
+    def score(self, prompts: list[str], candidates: list[list[str]], batch_size: int) -> list[np.ndarray]:
+        # rank() needs the same number of candidates per prompt: rank each count's group apart
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        for k in sorted({len(c) for c in candidates}):
+            idx = [i for i, c in enumerate(candidates) if len(c) == k]
+            if k == 1:
+                for i in idx:
+                    out[i] = np.zeros(1, dtype=np.float32)
+                continue
+            scores = self.blender.rank([prompts[i] for i in idx], [candidates[i] for i in idx],
+                                       return_scores=True, batch_size=batch_size, disable_tqdm=True)
+            for i, row in zip(idx, scores):
+                out[i] = np.asarray(row)
+        return out
+
+    def truncation(self, prompts: list[str], candidates: list[list[str]]) -> dict:
+        """Prompts and responses longer than PairRM reads (source / candidate max length)."""
+        tok, cfg = self.blender.ranker_tokenizer, self.blender.ranker_config
+
+        def too_long(texts, prefix, limit):
+            return sum(len(ids) > limit for ids in tok([prefix + t for t in texts])["input_ids"]) if texts else 0
+        flat = [c for row in candidates for c in row]
+        return {"prompts_truncated_by_ranker": too_long(prompts, "<|source|>", cfg.source_maxlength),
+                "responses_truncated_by_ranker": too_long(flat, "<|candidate|>", cfg.candidate_maxlength),
+                "ranker_source_maxlength": cfg.source_maxlength,
+                "ranker_candidate_maxlength": cfg.candidate_maxlength}
+
+
+class PointwiseRanker:
+    """Scores each (prompt, response) on its own; subclasses define ``score_pairs``."""
+
+    def score(self, prompts, candidates, batch_size) -> list[np.ndarray]:
+        flat = [(p, c) for p, cs in zip(prompts, candidates) for c in cs]
+        values = []
+        for start in range(0, len(flat), batch_size):
+            values.extend(self.score_pairs(flat[start: start + batch_size], start))
+        out, pos = [], 0
+        for cs in candidates:
+            out.append(np.asarray(values[pos: pos + len(cs)], dtype=np.float32))
+            pos += len(cs)
+        return out
+
+    def truncation(self, prompts, candidates) -> dict:
+        return {}
+
+
+class RewardModelRanker(PointwiseRanker):
+    """A transformers ``AutoModelForSequenceClassification`` with one output."""
+
+    def __init__(self, path: Path, device: str):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        if self.model.config.num_labels != 1:
+            raise RankerError(f"reward model {path} has {self.model.config.num_labels} outputs; one score is expected")
+        self.device, self.name = device, str(path)
+
+    def score_pairs(self, pairs, start):
+        import torch
+        if self.tokenizer.chat_template:
+            texts = [self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
+                for p, r in pairs]
+            enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        else:
+            enc = self.tokenizer([p for p, _ in pairs], [r for _, r in pairs], padding=True,
+                                 truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return self.model(**enc.to(self.device)).logits[:, 0].float().cpu().tolist()
+
+
+class FunctionRanker(PointwiseRanker):
+    """``module:function`` scoring (prompt, response) -> float."""
+
+    def __init__(self, spec: str):
+        module, _, attr = spec.partition(":")
+        try:
+            self.fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise RankerError(f"ranker {spec!r}: cannot import it ({type(e).__name__}: {e})") from e
+        self.name = spec
+
+    def score_pairs(self, pairs, start):
+        values = []
+        for j, (prompt, response) in enumerate(pairs):
+            try:
+                value = float(self.fn(prompt, response))
+            except Exception as e:
+                raise RankerError(f"reward function {self.name} raised on response {start + j} "
+                                  f"(prompt {prompt[:60]!r}): {type(e).__name__}: {e}") from e
+            if not math.isfinite(value):
+                raise RankerError(f"reward function {self.name} returned {value} for response {start + j}")
+            values.append(value)
+        return values
+
+
+_LOADED: dict = {}  # one slot: rerunning a notebook cell reuses the loaded ranker
+
+
+def load_ranker(name: str, device: str | None = None):
+    """The ranker named by the ``ranker`` param (reused if it is the one loaded last)."""
+    if is_function_spec(name):
+        return FunctionRanker(name)
+    if device is None:
+        from nbutils.devices import resolve_device
+        device = resolve_device("auto")
+    if (name, device) not in _LOADED:
+        _LOADED.clear()
+        path = local_dir(name)
+        is_pairrm = "ranker_type" in json.loads((path / "config.json").read_text())
+        _LOADED[name, device] = (PairRMRanker if is_pairrm else RewardModelRanker)(path, device)
+    return _LOADED[name, device]

@@ -1,0 +1,100 @@
+"""Stage 02: score every response, pick a pair per prompt, write the DPO dataset.
+
+Empty responses are not scored (``None`` in ``all_rm_scores``) and never
+picked. Scores are written in shards, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nbutils.rerank import dataset as preference_data
+from nbutils.rerank.pairs import select_pairs
+from nbutils.rerank.rankers import load_ranker
+from nbutils.shards import run_sharded
+
+REQUIRED = ["prompt_id", "prompt", "all_generated_responses"]
+
+
+def load_generations(path: Path, iteration: int) -> pd.DataFrame:
+    """Stage 01's output, checked: the columns stage 02 needs, responses as lists."""
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"no generations at {path}: run stage 01_generate for iteration {iteration} first "
+            f"(python -m nbutils run -f params/<preset>.yaml --stages 01_generate --iterations {iteration})")
+    df = pd.read_parquet(path)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected stage 01's schema")
+    for i, responses in enumerate(df["all_generated_responses"]):
+        if not isinstance(responses, (list, np.ndarray)) or not all(isinstance(r, str) for r in responses):
+            raise ValueError(f"{path}: row {i} (prompt_id {df['prompt_id'].iloc[i]}): "
+                             f"all_generated_responses must be a list of strings")
+    return df
+
+
+def fingerprint(stage, generations: pd.DataFrame) -> dict:
+    texts = json.dumps([list(r) for r in generations["all_generated_responses"]])
+    return {"ranker": stage["ranker"], "responses_sha256": hashlib.sha256(texts.encode()).hexdigest()}
+
+
+def score_responses(stage, generations: pd.DataFrame, ranker, shard_dir: Path) -> tuple[list, dict]:
+    """``all_rm_scores`` per prompt (``None`` for empty responses) and timing stats."""
+    rows = generations.to_dict("records")
+    elapsed = 0.0
+
+    def work(chunk, shard):
+        nonlocal elapsed
+        keep = [[j for j, r in enumerate(rows[i]["all_generated_responses"]) if r.strip()] for i in chunk]
+        t0 = time.perf_counter()
+        scored = ranker.score([rows[i]["prompt"] for i in chunk],
+                              [[rows[i]["all_generated_responses"][j] for j in k] for i, k in zip(chunk, keep)],
+                              stage["ranker_batch_size"])
+        elapsed += time.perf_counter() - t0
+        out = []
+        for i, k, s in zip(chunk, keep, scored):
+            full = [None] * len(rows[i]["all_generated_responses"])
+            for j, value in zip(k, s):
+                full[j] = float(value)
+            out.append({"prompt_id": rows[i]["prompt_id"], "all_rm_scores": full})
+        return pd.DataFrame(out, columns=["prompt_id", "all_rm_scores"])
+
+    df, resumed = run_sharded(list(range(len(rows))), stage["shard_size"], shard_dir,
+                              fingerprint(stage, generations), work, desc="scoring responses")
+    scores = [[None if v is None or np.isnan(v) else float(v) for v in s] for s in df["all_rm_scores"]]
+    return scores, {"ranker_seconds": round(elapsed, 2), "shards_resumed": resumed}
+
+
+def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[dict, dict]:
+    """Score, select and write the dataset; returns ({split: DataFrame}, stats).
+    ``ranker``: an already loaded one to reuse (cell reruns, benchmarks)."""
+    t0, n = time.perf_counter(), stage["iteration"]
+    generations = load_generations(generations_path, n)
+    ranker = ranker or load_ranker(stage["ranker"])
+    scores, stats = score_responses(stage, generations, ranker, out_dir.parent / f"{out_dir.name}.scores")
+    rows = [{**r, "all_generated_responses": list(r["all_generated_responses"]), "all_rm_scores": s}
+            for r, s in zip(generations[REQUIRED].to_dict("records"), scores)]
+    selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"], stage.params)
+    train, test = preference_data.split(preference_data.snorkel_rows(selected), stage["test_fraction"], stage["seed"])
+    splits = {f"train_iteration_{n}": train, f"test_iteration_{n}": test}
+    note = f"Iteration {n}: responses scored by `{stage['ranker']}`, pairs by `{stage['pair_selection']}`."
+    preference_data.write_dataset(splits, out_dir, note)
+    counts = [len(r) for r in generations["all_generated_responses"]]
+    texts = [t for r in rows for t in r["all_generated_responses"]]
+    stats = {"prompts": len(rows), "responses": len(texts),
+             "empty_responses_not_scored": sum(not t.strip() for t in texts),
+             "prompts_with_other_response_counts": sum(c != max(counts) for c in counts) if counts else 0,
+             **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
+             **preference_data.length_stats(pd.concat([train, test])),
+             **ranker.truncation([r["prompt"] for r in rows], [r["all_generated_responses"] for r in rows]),
+             **stats, "ranker": stage["ranker"], "pair_selection": stage["pair_selection"],
+             "length_penalty": stage["length_penalty"]}
+    if stage["push_to_hub"]:
+        stats["pushed_to"] = preference_data.push(out_dir, stage["push_to_hub"], note)
+    stats["stage_seconds"] = round(time.perf_counter() - t0, 2)
+    return splits, stats

@@ -1,0 +1,84 @@
+"""``python -m nbutils``: run the workbook, check params, list them, build tiny models."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nbutils.run import params as P
+from nbutils.devices import DeviceError
+from nbutils.hub import HubError
+from nbutils.run.preflight import PreflightError
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict:
+    """``-p key value`` pairs; values read as YAML scalars (5 → int, 0.5 → float)."""
+    return {k: P.parse_yaml(v) for k, v in (pairs or [])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, help_ in [("run", "run the stages with papermill"),
+                        ("validate", "resolve and check params, print the result"),
+                        ("report", "rewrite runs/<run>/report.html and print the summary"),
+                        ("preflight", "check this machine for a preset (CUDA, versions, disk, RAM, hub), "
+                                      "then print the plan; exit 1 with what fails")]:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("-f", dest="files", action="append", default=[],
+                        help="params preset, merged in order over params/base.yaml")
+        sp.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                        help="override one param")
+        if name == "run":
+            sp.add_argument("--iterations", type=lambda s: [int(x) for x in s.split(",")],
+                            help="comma-separated iterations to run (default: all)")
+            sp.add_argument("--stages", type=lambda s: s.split(","),
+                            help="comma-separated stages, e.g. 01_generate (default: all)")
+            sp.add_argument("--force", action="store_true", help="rerun finished stages")
+        if name in ("run", "preflight"):
+            sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
+        if name == "preflight":
+            sp.add_argument("--gpu", help="plan for this card (h100, a100, l40s, rtx4090) instead of the one found")
+    sub.add_parser("params", help="list every param with its type and help")
+    sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "run" and args.dry_run:
+            from nbutils.run.plan import format_plan, plan
+            from nbutils.run.preflight import gpu_here
+            values, _ = P.resolve(args.files, _overrides(args.pairs))
+            gpu = gpu_here()
+            print(format_plan(plan(values, gpu), gpu))
+        elif args.command == "run":
+            from nbutils.run.runner import run
+            run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
+        elif args.command == "preflight":
+            from nbutils.run.preflight import preflight
+            return preflight(*P.resolve(args.files, _overrides(args.pairs)), dry_run=args.dry_run, gpu=args.gpu)
+        elif args.command == "report":
+            from nbutils.run.runner import print_summary
+            from nbutils.run.stage import stage_for
+            values, _ = P.resolve(args.files, _overrides(args.pairs))
+            run_dir = stage_for("05_length_analysis", values).run_dir
+            if not (run_dir / "config.json").exists():
+                raise P.ParamsError(f"no run at {run_dir}: run it first (python -m nbutils run ...)")
+            print_summary(run_dir, list(range(1, values["num_iterations"] + 1)))
+        elif args.command == "validate":
+            values, sources = P.resolve(args.files, _overrides(args.pairs))
+            for k, v in values.items():
+                print(f"{k:24} {v!r:48} # {sources.get(k, '')}")
+        elif args.command == "params":
+            for d in P.vocabulary().values():
+                print(f"{d.name:24} {d.annotation:8} {d.notebook:14} {d.help}")
+        elif args.command == "tiny":
+            from nbutils.tiny.policy import tiny_policy_path
+            print(tiny_policy_path())
+    except (P.ParamsError, DeviceError, HubError, PreflightError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a stage failed: say where, not papermill's whole traceback
+        if type(e).__name__ != "PapermillExecutionError":
+            raise
+        print(f"error: {e.ename}: {e.evalue}\n(cell {e.exec_count}; the executed notebook "
+              "holds the full traceback)", file=sys.stderr)
+        return 1
+    return 0

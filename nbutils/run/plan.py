@@ -1,0 +1,245 @@
+"""Plan a run before starting it: GPU hours, peak GPU memory and disk per stage, from the params.
+
+Pure arithmetic: no model loads, no network. Throughput figures are public measurements where
+one exists and derived where none does (each ``source`` says which); every number is an
+order-of-magnitude estimate. ``print(format_plan(plan(values, "h100"), "h100"))``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nbutils.files import repo_path
+
+GIB, GB = 2**30, 1e9
+LAMBDA = "https://github.com/LambdaLabsML/vllm-benchmark/blob/main/benchmark_v0.md (vLLM 0.5.4, 320 prompts)"
+TORCHTUNE = "https://github.com/pytorch/torchtune/blob/main/README.md"
+SFT_4090 = 2413        # torchtune QLoRA SFT tok/s, Llama 3.1 8B, 1x RTX 4090 (bs 2, packed 2048, compile)
+DPO_COST = 2.7         # a pair vs SFT on one sequence: 2 sequences x (fwd+bwd 3 + reference fwd 1) / 3
+TRL_EFFICIENCY = 0.6   # assumed: TRL pads each batch to its longest and nothing is compiled
+PAIRRM_UTIL = 0.2      # assumed share of the dense fp16 tensor peak that PairRM reaches
+PAIRRM_CMP_TOKENS = 1224 + 2 * 412  # source + two candidates: a comparison padded to PairRM's limits
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    memory_gib: float      # as nvidia-smi reports it
+    gen_tok_s: float       # vLLM output tokens/s, 7B model, bf16
+    gen_source: str
+    fp16_tflops: float     # dense fp16 tensor peak, fp32 accumulate (spec sheet)
+    dpo_tok_s: float       # DPO QLoRA tokens/s (chosen + rejected sequences), 7B model
+    dpo_source: str
+    pairrm_cmp_s: float    # PairRM comparisons/s at ~2,048 tokens each
+    pairrm_source: str
+
+
+def make_gpu(name: str, memory_gib: float, gen_tok_s: float, gen_source: str, tflops: float, spec: str) -> GPU:
+    ratio = gen_tok_s / 1190
+    return GPU(name, memory_gib, gen_tok_s, gen_source, tflops, SFT_4090 * ratio * 2 / DPO_COST * TRL_EFFICIENCY,
+               f"derived: torchtune QLoRA SFT {SFT_4090} tok/s on RTX 4090 (Llama 3.1 8B; {TORCHTUNE})"
+               + (f" x {name}/RTX 4090 vLLM ratio {ratio:.2f}" if ratio != 1 else "")
+               + f" x 2 sequences / DPO factor {DPO_COST} x TRL efficiency {TRL_EFFICIENCY} (assumed)",
+               tflops * 1e12 * PAIRRM_UTIL / (2 * 0.435e9 * PAIRRM_CMP_TOKENS),
+               f"derived: {tflops:g} TFLOPS dense fp16 ({spec}) x {PAIRRM_UTIL:.0%} utilisation (assumed)"
+               f" / (2 x 435M params x {PAIRRM_CMP_TOKENS} tokens)")
+
+
+GPUS = {
+    "h100": make_gpu("H100 80GB", 79.6, 3281, f"{LAMBDA}: Mistral-7B-Instruct-v0.3, H100 SXM", 989,
+                     "NVIDIA H100 SXM spec sheet"),
+    "a100": make_gpu("A100 80GB", 80.0, 1591, f"{LAMBDA}: Mistral-7B-Instruct-v0.3, A100 SXM", 312,
+                     "NVIDIA A100 spec sheet"),
+    "l40s": make_gpu("L40S 48GB", 45.0, 1017, "derived: no L40S measurement found; the slower A40 48GB's 1017 "
+                     "tok/s (Llama-3.1-8B, 50 concurrent, 100 in/600 out; https://databasemart.com/blog/vllm-gpu-"
+                     "benchmark-a40) as a conservative stand-in", 362, "NVIDIA L40S datasheet"),
+    "rtx4090": make_gpu("RTX 4090", 24.0, 1190, "https://mushfiqrahman.dev/benchmarking-mistral-7b-on-rtx-4090-"
+                        "vllm-concurrency-latency-and-capacity-planning/ (Mistral-7B-Instruct-v0.3, concurrency 48, "
+                        "256 in/128 out)", 165, "Ada whitepaper"),
+}
+MISTRAL_7B = 7.24e9
+KNOWN_MODELS = {  # params, GB the workbook downloads
+    "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 4.94 + 5.00 + 4.54),  # model-0000{1,2,3}-of-00003.safetensors
+    "llm-blender/PairRM": (0.435e9, 1.74 + 0.874),  # fp32 model.safetensors + its backbone's pytorch_model.bin
+    "microsoft/deberta-v3-large": (0.435e9, 0.874),  # pytorch_model.bin, fp16
+}
+DATASETS_GB = {"snorkelai/Snorkel-Mistral-PairRM-DPO-Dataset": 0.486,  # all six parquet files
+               "HuggingFaceH4/ultrafeedback_binarized": 0.650, "tatsu-lab/alpaca_eval": 0.0025}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+MISTRAL = dict(params=MISTRAL_7B, hidden=4096, intermediate=14336, layers=32, kv=1024, vocab=32000)
+DEBERTA = dict(params=0.435e9, hidden=1024, heads=16)
+PROMPT_TOKENS = 150    # assumed: a typical UltraFeedback / AlpacaEval prompt
+TRAIN_ANSWER, EVAL_ANSWER = 400, 420  # Snorkel iteration 1's answers; AlpacaEval's base model, 1,676 chars / ~4
+GROWTH = (1.0, 470 / 400, 590 / 400, 2736 / 1676)  # model m's answers vs the base's: Snorkel splits; leaderboard
+LOAD_MIN = {"vllm": 3.0, "train": 3.0, "merge": 5.0, "pairrm": 1.0}  # assumed start-up minutes (7B; PairRM)
+ASSUMPTIONS = [
+    f"DPO factor {DPO_COST}: per pair the policy runs forward+backward on chosen and rejected (2 x 3 forward "
+    "units) plus the reference's forwards (2 x 1): 8 units vs 3 for SFT on one sequence",
+    f"prompts ~{PROMPT_TOKENS} tokens (assumed); training answers ~400/470/590 tokens in iterations 1/2/3 "
+    "(Snorkel dataset sizes, shared/reference.md); eval answers ~420 tokens for the base model (AlpacaEval "
+    "leaderboard 1,676 chars, ~4 chars/token) growing alike, the final model's as Snorkel's 2,736 chars",
+    "start-up per model load: vLLM 3 min, DPO load 3 min, merge + check 5 min, PairRM 1 min (7B; less if small)",
+    "models other than 7B: time scales with params (at most 4x faster); shapes scale as params^(1/3)",
+    "PairRM pads a batch to its longest: ~2,048 tokens per comparison once answers reach its limits; on CUDA it "
+    "runs in fp16 (llm-blender halves it as its config says fp16)",
+    "parquet ~ half the raw text (4 chars/token); hub datasets cached as parquet + Arrow (3x the download)",
+    "the vLLM figures are serving benchmarks of short outputs: offline batches in recent vLLM often run faster",
+]
+
+
+def model_params(name: str, notes: list | None = None) -> float:
+    """Parameter count: a known hub id; a local folder (safetensors bytes / bytes of config.json's dtype,
+    default 4); tiny-mistral / tiny-pairrm ~0; an unknown hub id: 7.24B, with a note added to ``notes``."""
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name][0]
+    if name in ("tiny-mistral", "tiny-pairrm"):
+        return 4e5
+    path = repo_path(name)
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors") if not f.name.startswith("consolidated"))
+        if size:
+            return size / DTYPE_BYTES.get(config.get("dtype") or config.get("torch_dtype"), 4)
+    if notes is not None:
+        notes.append(f"{name}: unknown model, assumed 7.24B params")
+    return MISTRAL_7B
+
+
+def shape(params: float, big: dict) -> dict:  # a model's shape, scaled from ``big``'s
+    return {k: v * (params / big["params"]) ** (1 / 3) for k, v in big.items()}
+
+
+def lora_params(r: int, params: float) -> float:
+    """LoRA on q/k/v/o/gate/up/down, r x (in + out) each: Mistral-7B r x 2.62M."""
+    s = shape(params, MISTRAL)
+    return r * s["layers"] * (4 * s["hidden"] + 2 * (s["hidden"] + s["kv"]) + 3 * (s["hidden"] + s["intermediate"]))
+
+
+def answer_tokens(model: int, base: float, cap: int) -> float:
+    return min(cap, base * GROWTH[min(model, len(GROWTH) - 1)])
+
+
+def hours(tokens: float, tok_s: float, params: float) -> float:
+    return tokens / (tok_s * min(4.0, MISTRAL_7B / params)) / 3600
+
+
+def load_hours(kind: str, params: float, big: float = MISTRAL_7B) -> float:
+    return LOAD_MIN[kind] * min(1.0, max(0.1, params / big)) / 60
+
+
+def pairrm(v: dict, gpu: GPU, ranker: float, comparisons: float, answer: float, cap: int) -> tuple:
+    """(tokens, hours, peak GiB); a batch is padded to its longest answer (~2.5x the mean, assumed)."""
+    tokens = PROMPT_TOKENS + 2 * min(412 + (1224 - PROMPT_TOKENS) // 2, cap, 2.5 * answer)
+    secs = comparisons * tokens * 2 * ranker / (gpu.fp16_tflops * 1e12 * PAIRRM_UTIL)
+    s = shape(ranker, DEBERTA)  # fp16 weights; attention (scores, c2p, p2c, softmax) + hidden states
+    act = v["ranker_batch_size"] * tokens * (4 * s["heads"] * tokens * 2 + 20 * s["hidden"])
+    return comparisons * tokens, secs / 3600 + load_hours("pairrm", ranker, 0.435e9), (ranker * 2 + act) / GIB + 0.5
+
+
+def dpo_memory(v: dict, params: float, iteration: int) -> float:
+    """GiB: weights (nf4 + 10%, or full), LoRA with fp32 Adam (16 B/param), activations, 0.5 CUDA context."""
+    weights = params * (0.55 if v["load_in_4bit"] else DTYPE_BYTES.get(v["dtype"], 2))
+    s, tokens = shape(params, MISTRAL), 2 * v["per_device_train_batch_size"] * v["max_length"]
+    layer = 2 * (16 * s["hidden"] + 4 * s["intermediate"])  # one layer's activations per token, bf16
+    kept = 2 * s["hidden"] * s["layers"] + layer if v.get("gradient_checkpointing", True) else layer * s["layers"]
+    ref = weights if v.get("reference_model") == "initial" and iteration > 1 else 0
+    act = tokens * (kept + 10 * s["vocab"])  # + logits: bf16, fp32 copy, log-softmax
+    return (weights + ref + 16 * lora_params(v["lora_r"], params) + act) / GIB + 0.5
+
+
+def eval_size(dataset: str) -> int:  # AlpacaEval's 805, or the lines of a local JSONL file
+    path = repo_path(dataset)
+    return sum(1 for line in path.open() if line.strip()) if dataset and path.is_file() else 805
+
+
+def plan(values: dict, gpu: str) -> pd.DataFrame:
+    """One row per (stage, iteration): work, tokens, peak GPU GiB, hours, disk GiB it adds, note."""
+    v, g, rows, problems = values, GPUS[gpu], [], []
+    params, ranker = model_params(v["base_model"], problems), model_params(v["ranker"], problems)
+    nbytes, prompts, k, lora = DTYPE_BYTES.get(v["dtype"], 2), v["prompts_per_iteration"], v["num_samples"], \
+        lora_params(v["lora_r"], params)
+    share = v["gpu_memory_utilization"] * g.memory_gib
+    if share < params * nbytes / GIB * 1.05 + 1:
+        problems.append(f"01_generate: vLLM's share ({share:.1f} GiB) cannot hold the weights "
+                        f"({params * nbytes / GIB:.1f} GiB) and a KV cache")
+
+    def row(stage, it, work, tokens, peak, hours, disk, note):
+        rows.append(dict(stage=stage, iteration=it, work=work, tokens=round(tokens), peak_gpu_gib=round(peak, 1),
+                         hours=round(hours, 2), disk_gib=round(disk, 2), note=note))
+
+    for it in range(1, v["num_iterations"] + 1):
+        ans = answer_tokens(it - 1, TRAIN_ANSWER, v["max_new_tokens"])
+        hub = it == 1 and "/" in v["base_model"] and not Path(v["base_model"]).exists()
+        cache = (KNOWN_MODELS.get(v["base_model"], (0, params * 2 / GB))[1] if hub else 0) * GB / GIB \
+            + (3 * DATASETS_GB.get(v.get("prompts_dataset"), 0) * GB / GIB if it == 1 else 0)
+        tokens = prompts * k * ans
+        row("01_generate", it, f"{prompts:,} prompts x {k} samples, ~{ans / 1000:.2g}k tokens each", tokens, share,
+            hours(tokens, g.gen_tok_s, params) + load_hours("vllm", params), tokens * 2 / GIB + cache,
+            f"vLLM reserves {v['gpu_memory_utilization']} x {g.memory_gib} GiB"
+            + (f"; +{cache:.1f} GiB hub and datasets cache" if cache else ""))
+        tokens, t, peak = pairrm(v, g, ranker, prompts * k * (k - 1), ans, v["max_new_tokens"])
+        cache = KNOWN_MODELS.get(v["ranker"], (0, 0))[1] * GB / GIB if it == 1 else 0
+        per = tokens / (prompts * k * (k - 1))
+        row("02_rerank", it, f"{prompts:,} prompts x {k * (k - 1)} PairRM comparisons, ~{per / 1000:.2g}k tokens "
+            "each", tokens, peak, t, prompts * (k + 2) * ans * 2 / GIB + cache,
+            "PairRM in fp16" + (f"; +{cache:.1f} GiB hub cache" if cache else ""))
+        pairs = prompts * (1 - v.get("test_fraction", 0.05))
+        batch = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"]
+        steps = math.ceil(pairs * v["num_train_epochs"] / batch)
+        steps = v["max_steps"] if v["max_steps"] > 0 else steps  # as transformers: max_steps overrides epochs
+        seq = min(v["max_length"], PROMPT_TOKENS + ans)
+        tokens, train, merge = steps * batch * 2 * seq, dpo_memory(v, params, it), (params + lora) * nbytes / GIB + 0.5
+        ckpts = min(2, math.ceil(steps / v["save_steps"])) * lora * 12 / GIB  # fp32 adapter + Adam state each
+        row("03_dpo_qlora", it, f"{pairs:,.0f} pairs x {v['num_train_epochs']:g} epoch(s), {steps:,} steps, "
+            f"~{seq / 1000:.2g}k tokens per sequence", tokens, max(train, merge),
+            hours(tokens, g.dpo_tok_s, params) + load_hours("train", params) + load_hours("merge", params),
+            (params * nbytes + lora * 4) / GIB + (ckpts if v["keep_checkpoints"] else 0),
+            f"training ~{train:.1f} GiB, merge ~{merge:.1f} GiB; LoRA {lora / 1e6:.0f}M params; " + (
+                f"keeps {ckpts:.1f} GiB of checkpoints" if v["keep_checkpoints"] else
+                f"its checkpoints ({ckpts:.1f} GiB) are removed at the end"))
+    n, m, best = v["num_iterations"], v["eval_instructions"] or eval_size(v.get("eval_dataset", "")), v["best_of_n"]
+    answers = [answer_tokens(i, EVAL_ANSWER, v["eval_max_new_tokens"]) for i in range(n + 1)]
+    gen, comparisons = m * sum(answers) + m * best * answers[-1], m * best * (best - 1) + m * (n + 2) * 2
+    ptok, phours, ppeak = pairrm(v, g, ranker, comparisons, answers[-1], v["eval_max_new_tokens"])
+    row("04_evaluate", None, f"{m:,} instructions x {n + 1} models + {best} samples of model {n}; "
+        f"{comparisons:,} PairRM comparisons", gen + ptok, max(share, ppeak),
+        hours(gen, g.gen_tok_s, params) + (n + 2) * load_hours("vllm", params) + phours,
+        gen * 4 / GIB + DATASETS_GB["tatsu-lab/alpaca_eval"] * GB / GIB,
+        f"{gen / 1e6:.2g}M tokens generated, {ptok / 1e6:.3g}M PairRM tokens (best-of-{best}: {best * (best - 1)} "
+        f"comparisons per instruction; each model judged in both orders)")
+    row("05_length_analysis", None, "length statistics, figures and report", 0, 0, 0.01, 0.01, "seconds, on CPU")
+    table = pd.DataFrame(rows)
+    table["iteration"] = pd.Series([r["iteration"] for r in rows], dtype=object)
+    table.attrs.update(gpu=gpu, problems=problems)
+    return table
+
+
+def totals(table: pd.DataFrame) -> dict:
+    return {"hours": round(float(table["hours"].sum()), 1), "peak_gpu_gib": float(table["peak_gpu_gib"].max()),
+            "disk_gib": round(float(table["disk_gib"].sum()), 1)}
+
+
+def fits(table: pd.DataFrame, gpu: str) -> list[str]:
+    """Problems: a stage needing more GPU memory than the card has; the plan's own warnings."""
+    g = GPUS[gpu]
+    return [f"{r.stage}{'' if r.iteration is None else f' (iteration {r.iteration})'} needs ~{r.peak_gpu_gib:.0f} "
+            f"GiB of GPU memory, the {g.name} has {g.memory_gib:g}" for r in table.itertuples()
+            if r.peak_gpu_gib > g.memory_gib] + list(table.attrs.get("problems", []))
+
+
+def format_plan(table: pd.DataFrame, gpu: str) -> str:
+    g, t, problems = GPUS[gpu], totals(table), fits(table, gpu)
+    lines = [f"Plan on one {g.name} (order-of-magnitude estimates)", "",
+             table.drop(columns="note").to_string(index=False), "", "Notes:"]
+    lines += [f"  {r.stage}{'' if r.iteration is None else f' {r.iteration}'}: {r.note}" for r in table.itertuples()]
+    lines += ["", f"Total: ~{t['hours']:.1f} GPU hours, peak ~{t['peak_gpu_gib']:.0f} GiB of GPU memory "
+              f"(the card has {g.memory_gib:g}), ~{t['disk_gib']:.0f} GiB of disk added"]
+    lines += ["Problems:"] + [f"  - {p}" for p in problems] if problems else ["Fits on this card."]
+    lines += ["", "Sources:", f"  vLLM generation {g.gen_tok_s:.0f} tok/s: {g.gen_source}",
+              f"  DPO QLoRA {g.dpo_tok_s:.0f} tok/s: {g.dpo_source}",
+              f"  PairRM {g.pairrm_cmp_s:.0f} comparisons/s: {g.pairrm_source}", "Assumptions:"]
+    return "\n".join(lines + [f"  - {a}" for a in ASSUMPTIONS])

@@ -1,0 +1,177 @@
+"""Range and path rules for params: each returns None if fine, else what is wrong."""
+from __future__ import annotations
+
+import re
+
+from nbutils.files import repo_path
+from nbutils.sources import HUB_ID, LOCAL_SUFFIXES, TINY_MODELS, TINY_RANKERS, is_function_spec, looks_local
+
+
+
+def at_least(low):
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def fraction(v):
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
+def one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def name(v):
+    return None if re.fullmatch(r"[A-Za-z0-9][\w.-]*", v) else "must be a plain name (letters, digits, . _ -)"
+
+
+def name_or_empty(v):
+    return None if v == "" else name(v)
+
+
+def dataset_source(v):
+    """A local JSONL/JSON/parquet file that exists, or a hub dataset id."""
+    if looks_local(v):
+        if not repo_path(v).is_file():
+            return f"no such file {repo_path(v)}"
+        if not v.endswith(LOCAL_SUFFIXES):
+            return f"a local prompt file must end in {', '.join(LOCAL_SUFFIXES)}"
+        return None
+    return None if HUB_ID.match(v) else "neither an existing file nor a hub id like org/name"
+
+
+def model_dir_source(what: str, builtins: tuple, functions: bool = False):
+    """A rule: a built-in tiny name, a local directory with config.json, a hub id
+    (or, with ``functions``, ``module:function``)."""
+    def rule(v):
+        if v in builtins or (functions and is_function_spec(v)):
+            return None
+        if looks_local(v):
+            path = repo_path(v)
+            return None if (path / "config.json").exists() else f"no {what} (config.json) in {path}"
+        extra = ", module:function" if functions else ""
+        return None if HUB_ID.match(v) else (
+            f"neither {', '.join(builtins)}{extra}, a {what} directory, nor a hub id like org/name")
+    rule.__doc__ = f"A tiny {what}, a local {what} directory, or a hub id."
+    return rule
+
+
+model_source = model_dir_source("model", TINY_MODELS)
+ranker_source = model_dir_source("ranker", TINY_RANKERS, functions=True)
+
+
+def pair_selection(v):
+    from nbutils.rerank.pairs import SELECTIONS
+    return one_of(*SELECTIONS)(v)
+
+
+def hub_repo_or_empty(v):
+    return None if v == "" or HUB_ID.match(v) else "must be empty (no upload) or a hub repo id like org/name"
+
+
+def positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def in_unit_interval(v):
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def steps_or_unlimited(v):
+    return None if v == -1 or v >= 1 else "must be -1 (no cap) or at least 1"
+
+
+def non_empty(v):
+    return None if v else "must name at least one module"
+
+
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def optimizer(v):
+    if v == "auto":
+        return None
+    from transformers.training_args import OptimizerNames
+    names = [o.value for o in OptimizerNames]
+    return None if v in names else "must be auto or a transformers optimizer, e.g. adamw_torch, paged_adamw_32bit"
+
+
+def judge_source(v):
+    return None if v == "" else ranker_source(v)
+
+
+def reference_source(v):
+    if v in ("auto", "base"):
+        return None
+    return None if repo_path(v).is_file() else f"must be auto, base, or an existing model_outputs.json (no {repo_path(v)})"
+
+
+RULES = {
+    "run_name": name,
+    "iteration": at_least(1),
+    "num_iterations": at_least(1),
+    "base_model": model_source,
+    "prompts_dataset": dataset_source,
+    "prompts_per_iteration": at_least(1),
+    "num_samples": at_least(1),
+    "temperature": at_least(0.0),
+    "top_p": fraction,
+    "max_new_tokens": at_least(1),
+    "max_model_len": at_least(16),
+    "backend": one_of("auto", "vllm", "hf"),
+    "dtype": one_of("auto", "float32", "bfloat16", "float16"),
+    "device": one_of("auto", "cuda", "cpu"),
+    "gpu_memory_utilization": fraction,
+    "hf_batch_size": at_least(1),
+    "shard_size": at_least(1),
+    "ranker": ranker_source,
+    "ranker_batch_size": at_least(1),
+    "pair_selection": pair_selection,
+    "length_penalty": at_least(0.0),
+    "test_fraction": in_unit_interval,
+    "push_to_hub": hub_repo_or_empty,
+    "beta": positive,
+    "learning_rate": positive,
+    "num_train_epochs": positive,
+    "max_steps": steps_or_unlimited,
+    "per_device_train_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1),
+    "max_length": at_least(16),
+    "warmup_ratio": in_unit_interval,
+    "lr_scheduler_type": one_of(*SCHEDULERS),
+    "optim": optimizer,
+    "loss_type": one_of(*DPO_LOSSES),
+    "lora_r": at_least(1),
+    "lora_alpha": at_least(1),
+    "lora_dropout": in_unit_interval,
+    "lora_target_modules": non_empty,
+    "reference_model": one_of("previous", "initial"),
+    "save_steps": at_least(1),
+    "eval_dataset": dataset_source,
+    "eval_instructions": at_least(0),
+    "eval_temperature": at_least(0.0),
+    "eval_top_p": fraction,
+    "eval_max_new_tokens": at_least(1),
+    "judge": judge_source,
+    "reference_outputs": reference_source,
+    "best_of_n": at_least(1),
+    "best_of_temperature": at_least(0.0),
+    "compare_run": name_or_empty,
+}
+
+
+def check_relations(v: dict) -> list[str]:
+    """Rules between keys."""
+    problems = []
+    if {"iteration", "num_iterations"} <= v.keys() and v["iteration"] > v["num_iterations"]:
+        problems.append(f"iteration: {v['iteration']} is past num_iterations ({v['num_iterations']})")
+    for key in ("max_new_tokens", "eval_max_new_tokens"):
+        if {key, "max_model_len"} <= v.keys() and v[key] >= v["max_model_len"]:
+            problems.append(f"{key}: must be below max_model_len (the prompt needs room)")
+    if v.get("compare_run") and v["compare_run"] == v.get("run_name"):
+        problems.append(f"compare_run: {v['compare_run']!r} is this run; name another run, or leave it empty")
+    if v.get("length_penalty", 0) > 0 and v.get("pair_selection", "length_controlled") != "length_controlled":
+        problems.append(f"length_penalty: {v['length_penalty']} acts only with pair_selection: length_controlled "
+                        f"(it is {v['pair_selection']}); set both, or length_penalty: 0.0")
+    return problems

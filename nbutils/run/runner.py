@@ -1,0 +1,78 @@
+"""Run the stages in order with papermill into ``runs/<run>/iter_<n>/``.
+
+Params are resolved and validated once, before any notebook (or model) starts;
+``config.json`` records them with where each value came from. A stage whose
+manifest matches its params and whose outputs exist is skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbutils.run import params as P
+from nbutils.files import REPO_ROOT, write_json
+from nbutils.layout import RUN_STAGE_DIRS, RunFolder
+from nbutils.run.stage import stage_for
+
+# Stages run for every iteration, in order; then once for the whole run.
+ITERATION_STAGES = ["01_generate", "02_rerank", "03_dpo_qlora"]
+RUN_STAGES = list(RUN_STAGE_DIRS)
+# Stages that read what other stages (and runs) wrote and take seconds: never skipped.
+ALWAYS_RUN = {"05_length_analysis"}
+
+
+def execute(notebook: str, out: Path, parameters: dict) -> None:
+    """Execute ``notebooks/<notebook>.ipynb`` into ``out`` (the run product)."""
+    import papermill as pm
+
+    pm.execute_notebook(str(P.NOTEBOOKS_DIR / f"{notebook}.ipynb"), str(out),
+                        parameters=parameters, cwd=str(REPO_ROOT / "notebooks"),
+                        kernel_name="python3", progress_bar=False, log_output=False)
+
+
+def run(files: list[str], overrides: dict | None = None, iterations: list[int] | None = None,
+        stages: list[str] | None = None, force: bool = False) -> Path:
+    """Resolve params, then run ``stages`` (default all) for ``iterations`` (default
+    1..num_iterations). Returns the run directory."""
+    values, sources = P.resolve(files, overrides)
+    every = ITERATION_STAGES + RUN_STAGES
+    unknown = [s for s in stages or [] if s not in every]
+    if unknown:
+        raise P.ParamsError(f"unknown stage(s) {unknown}; stages: {every}")
+    whole_run = iterations is None or max(iterations) == values["num_iterations"]
+    stages = stages or (every if whole_run else ITERATION_STAGES)
+    iterations = iterations or list(range(1, values["num_iterations"] + 1))
+    P.validate({**values, "iteration": max(iterations)})  # iterations within num_iterations
+    from nbutils.run.preflight import before_run
+    before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
+    first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
+    write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
+               first.run.config)
+    todo = [({**values, "iteration": n}, name, f"iteration {n} · {name}")
+            for n in iterations for name in stages if name in ITERATION_STAGES]
+    todo += [(values, name, name) for name in stages if name in RUN_STAGES]
+    for params, name, label in todo:
+        stage = stage_for(name, params)
+        out = stage.out_dir / f"{name}.ipynb"
+        if stage.is_complete() and not force and name not in ALWAYS_RUN:
+            print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
+            continue
+        print(f"{label}: running → {out}", flush=True)
+        stage.out_dir.mkdir(parents=True, exist_ok=True)
+        execute(name, out, stage.params)
+    print_summary(first.run_dir, iterations)
+    return first.run_dir
+
+
+def print_summary(run_dir: Path, iterations: list[int]) -> Path:
+    """Write the run report; print the per-iteration summary, the leaderboard and where the report is."""
+    import pandas as pd
+
+    from nbutils.run.report import summary, write_report
+
+    path = write_report(run_dir)
+    print(summary(run_dir, iterations).round(3).to_string(na_rep="-"))
+    board = RunFolder(run_dir).leaderboard
+    if board.exists():
+        print(pd.read_csv(board).round(2).to_string(index=False))
+    print(f"run directory: {run_dir}\nreport: {path}")
+    return path

@@ -1,0 +1,25 @@
+"""Where the tiny models are built once and kept: ``.cache/tiny/<name>-<hash of its spec>/``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from nbutils.files import REPO_ROOT, atomic_path
+
+CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))
+
+
+def spec_key(spec) -> str:
+    """A short hash of a dataclass spec: the name of its cache entry."""
+    return hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_build(target: Path, build) -> Path:
+    """``target``, built by ``build(tmp_dir)`` into a temporary folder first if it is missing."""
+    if not (target / "tiny_spec.json").exists():
+        with atomic_path(target) as tmp:
+            build(tmp)
+    return target
