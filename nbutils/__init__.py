@@ -1,2 +1,36 @@
-"""nbutils: the thin helper package behind the workbook's notebooks."""
+"""nbutils: the helper package behind the workbook's notebooks.
+
+Module map (a module imports only the layers below it; ``tests/test_layout.py`` checks the
+contracts in ``pyproject.toml`` with import-linter):
+
+run machinery (``nbutils.run``)
+    params       the params vocabulary: presets merged in order, ``-p`` values, validation
+    rules        each param's range and path rules
+    stage        a notebook's place in a run: resolved params, folder, manifest
+    runner       the stages in order with papermill (``python -m nbutils run``)
+    kernels      the runner's kernel manager (IPC sockets)
+    report       ``runs/<run>/report.html`` and the per-iteration summary
+    preflight    can this machine run this preset? (CUDA, versions, disk, RAM, hub)
+    plan         the run's work, memory and hours, before it starts
+    cli          ``python -m nbutils`` (run, validate, report, preflight, params, tiny)
+stages, in loop order (a stage may use the ones before it)
+    generate     01: prompts, the policy of an iteration (policies), sampling (vLLM or
+                 transformers: backends), N answers per prompt in shards (sampling)
+    rerank       02: rankers (PairRM, reward models, functions), scoring (ranking), pair
+                 selection (pairs), the Snorkel-schema dataset (dataset)
+    dpo          03: the pairs as TRL reads them (data), DPO with (Q)LoRA (training), the merge
+    evaluate     04: every model answers the eval set (answers); judges and the leaderboard (judging)
+    length       05: answer length across iterations (analysis) and its figures
+    figures      stages 01-04's figures
+the toy world and the shims
+    twins        hub twins: local replicas of the hub repos (build) and their server (mirror)
+    tiny         the CPU presets' world: corpus, tiny policy, tiny PairRM, their build cache
+    compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval
+foundations
+    shards, processes, memory   resumable sharded work; child processes; memory reports
+    logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)
+    hub, layout, devices, tables   the hub; the run folder's paths; the device check; notebook tables
+    sources, ids                what a name is (tiny, local, function, hub id); stable ids and seeds
+    files        repo-relative paths, atomic writes
+"""
 __version__ = "0.1.0"

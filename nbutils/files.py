@@ -66,7 +66,8 @@ def fresh_for(folder: Path, fingerprint: dict, what: str) -> None:
     fingerprint (other params or inputs) is discarded, never mixed in."""
     stamp = folder / "_fingerprint.json"
     if folder.exists() and read_json(stamp) != fingerprint:
-        print(f"{folder.name}: {what} changed, discarding earlier work")
+        if any(folder.iterdir()):  # an empty folder (made by a trainer, say) holds no earlier work
+            print(f"{folder.name}: {what} changed, discarding earlier work")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(fingerprint, stamp)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 
 def die_with_parent(parent: int) -> None:
@@ -15,11 +16,38 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def in_child(fn, *args):
+def start_child(parent: int, log: str | None) -> None:
+    """A child's first steps: die with ``parent``; send what it prints (an engine's warnings, C++
+    notes) to ``log`` instead of the terminal, unless library logs are asked for."""
+    die_with_parent(parent)
+    from nbutils.logs import level
+    if log and level() == "WARNING":
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+def in_child(fn, *args, poll=None, every: float = 1.0, log: Path | None = None):
     """``fn(*args)`` in a spawned process (a fresh interpreter: no CUDA or engine state inherited),
-    which ends when ``fn`` returns (its memory, GPU memory included, goes back) and dies with us."""
+    which ends when ``fn`` returns (its memory, GPU memory included, goes back) and dies with us.
+    ``poll()``, if given, is called every ``every`` seconds while it works (to show its progress);
+    ``log``: the file that takes what the child prints (named in the error if it fails)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        return pool.submit(fn, *args).result()
+    if log:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_child,
+                             initargs=(os.getpid(), str(log) if log else None)) as pool:
+        future = pool.submit(fn, *args)
+        while True:
+            try:
+                return future.result(timeout=every if poll else None)
+            except TimeoutError:
+                if future.done():  # fn itself raised TimeoutError
+                    raise
+                poll()
+            except Exception as e:
+                if log:
+                    e.add_note(f"the child process's output: {log}")
+                raise

@@ -21,9 +21,10 @@ def write_parquet(df: pd.DataFrame, target: str | Path) -> None:
 
 
 def run_sharded(items: Sequence, shard_size: int, shard_dir: str | Path, fingerprint: dict,
-                work: Callable[[Sequence, int], pd.DataFrame], desc: str) -> tuple[pd.DataFrame, int]:
+                work: Callable[[Sequence, int], pd.DataFrame], desc: str | None) -> tuple[pd.DataFrame, int]:
     """Apply ``work(chunk, shard_index)`` to ``items`` in chunks of ``shard_size``,
-    keeping each result in ``shard_dir``; return (all rows, shards resumed)."""
+    keeping each result in ``shard_dir``; return (all rows, shards resumed). A progress bar
+    named ``desc`` (none when ``desc`` is None: a parent process shows it)."""
     shard_dir = Path(shard_dir)
     fresh_for(shard_dir, fingerprint, "inputs or params")
     starts = range(0, len(items), shard_size)
@@ -31,7 +32,7 @@ def run_sharded(items: Sequence, shard_size: int, shard_dir: str | Path, fingerp
     resumed = sum(p.exists() for p in paths)
     if resumed:
         print(f"resuming: {resumed} of {len(paths)} shards already done")
-    with tqdm(total=len(items), desc=desc, unit="prompt") as bar:
+    with tqdm(total=len(items), desc=desc, unit="prompt", disable=desc is None) as bar:
         for i, (start, path) in enumerate(zip(starts, paths)):
             chunk = items[start: start + shard_size]
             if not path.exists():

@@ -52,6 +52,17 @@ def user_checkout(tmp_path_factory):
     return root, env
 
 
+def chromium() -> str:
+    """Debian's Chromium, for Playwright (``make browser`` installs it; CI must have it)."""
+    import shutil
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is missing: make browser installs it")
+        pytest.skip("needs Debian's chromium (make browser)")
+    return path
+
+
 LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from scipy.stats import spearmanr
 
 from nbutils.length import analysis as L
 from nbutils.rerank.pairs import select_pairs
-from tests.conftest import cli
+from tests.conftest import chromium, cli
 
 FIGURES = ["05_candidate_lengths.png", "05_chosen_vs_rejected.png", "05_score_vs_length.png",
            "05_eval_length_vs_win_rate.png"]
@@ -129,15 +130,6 @@ def test_length_controlled_run_is_compared_side_by_side(loop, loop_lc):
     plain = chosen_and_rejected_lengths(select_pairs(rows, "best_worst", 42)[0])
     assert pairs["chosen_chars"].mean() < plain[:, 0].mean()
     assert (pairs["chosen_chars"] > pairs["rejected_chars"]).mean() < (plain[:, 0] > plain[:, 1]).mean()
-
-
-def chromium():
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is missing: make browser installs it")
-        pytest.skip("needs Debian's chromium (make browser)")
-    return path
 
 
 def open_page(browser, path: Path):

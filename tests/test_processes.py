@@ -37,3 +37,30 @@ def test_a_child_dies_when_its_parent_is_killed(tmp_path):
     before = ticks.read_text().count("tick")
     time.sleep(1.5)
     assert ticks.read_text().count("tick") == before, "the child outlived its parent"
+
+
+def _noisy(n):
+    import sys
+    import time
+    print("engine chatter on stdout", flush=True)
+    print("a C++ warning on stderr", file=sys.stderr, flush=True)
+    time.sleep(1.5)
+    if n < 0:
+        raise ValueError("the work failed")
+    return n * 2
+
+
+def test_a_childs_output_goes_to_its_log_and_its_progress_to_the_parent(tmp_path, capfd):
+    from nbutils.processes import in_child
+    polls = []
+    log = tmp_path / "child.log"
+    assert in_child(_noisy, 21, poll=lambda: polls.append(1), every=0.2, log=log) == 42
+    assert polls, "poll() was never called while the child worked"
+    assert "engine chatter" in log.read_text() and "C++ warning" in log.read_text()
+    assert "chatter" not in capfd.readouterr().out
+    try:
+        in_child(_noisy, -1, log=log)
+    except ValueError as e:
+        assert f"the child process's output: {log}" in e.__notes__
+    else:
+        raise AssertionError("the child's exception was not raised in the parent")

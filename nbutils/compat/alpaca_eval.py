@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nbutils.logs import c_stderr_silenced
+
 GLM = "length_controlled_minimal"
 ANCHORS = ["Mistral-7B-Instruct-v0.2", "Snorkel-Mistral-PairRM-DPO", "Snorkel-Mistral-PairRM-DPO-best-of-16",
            "SPPO-Mistral7B-PairRM"]
@@ -48,7 +50,7 @@ def win_rates(annotations: pd.DataFrame) -> dict:
     (columns ``index``, ``output_1`` reference, ``output_2`` model, ``generator_1``,
     ``generator_2``, ``preference`` in [1, 2], 2 = the model wins)."""
     from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
-    with local_gamed_csv(int(annotations["index"].max()) + 1), warnings.catch_warnings():
+    with local_gamed_csv(int(annotations["index"].max()) + 1), warnings.catch_warnings(), c_stderr_silenced():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9 on alpaca_eval's LogisticRegressionCV
         out = get_length_controlled_winrate(annotations.copy(), glm_name=GLM, save_weights_dir=None,
                                             is_warn_extreme_changes=False)

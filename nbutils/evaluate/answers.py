@@ -43,7 +43,8 @@ def sample(stage, prompts, model: str, out_dir: Path, n: int, temperature: float
     from nbutils.generate.sampling import generate_in_child
     p = {**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature, "top_p": stage["eval_top_p"],
          "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model}
-    df, _ = generate_in_child(p, prompts, model, out_dir / "generations.parquet")
+    df, _ = generate_in_child(p, prompts, model, out_dir / "generations.parquet",
+                              desc=f"{out_dir.name}: {n} answer{'s' if n > 1 else ''} per instruction")
     if len(df) != len(prompts):
         raise ValueError(f"{model}: {len(prompts) - len(df)} eval prompts were too long for max_model_len; "
                          f"raise max_model_len so every model answers the same instructions")
@@ -66,10 +67,19 @@ def save_outputs(stage, out_dir: Path, name: str, instructions, outputs: list[st
     return read_model_outputs(target)
 
 
-def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_size: int) -> list[str]:
+def lengths(outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each model's answers: mean and median length in characters, and how many are empty."""
+    return pd.DataFrame({name: {"mean_chars": round(float(df["output"].str.len().mean()), 1),
+                                "median_chars": float(df["output"].str.len().median()),
+                                "empty": int((df["output"].str.strip() == "").sum())}
+                         for name, df in outputs.items()}).T.rename_axis("model")
+
+
+def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_size: int,
+              desc: str | None = None) -> list[str]:
     """Each instruction's highest-scored sample (empty samples never win)."""
     best = []
-    scored = ranker.score(instructions, [[s or " " for s in row] for row in samples], batch_size)
+    scored = ranker.score(instructions, [[s or " " for s in row] for row in samples], batch_size, desc=desc)
     for row, scores in zip(samples, scored):
         scores = [s if text.strip() else -np.inf for s, text in zip(scores, row)]
         best.append(row[int(np.argmax(scores))])
@@ -96,7 +106,7 @@ def pick_best(stage, prompts, ranker, name: str, samples: list[list[str]], out_d
     """The ranker's best of each instruction's samples, saved as model ``name``'s outputs.
     Load the ranker after all sampling: on a GPU, a vLLM engine starts only when its
     memory share is free."""
-    best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"])
+    best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"], desc=f"{name}: ranking")
     return save_outputs(stage, out_dir, name, prompts["prompt"], best)
 
 

@@ -28,14 +28,18 @@ def check_same_instructions(model: pd.DataFrame, reference: pd.DataFrame, name: 
                          f"a win rate needs the same instruction set")
 
 
-def preferences(judge, instructions: list[str], reference: list[str], outputs: list[str], batch_size: int):
+def preferences(judge, instructions: list[str], reference: list[str], outputs: list[str], batch_size: int,
+                desc: str | None = None):
     """alpaca_eval preferences in [1, 2] (2: the model's output wins, 1.5: tie). PairRM
     compares both orders and averages them ([A,B]+[B,A]), so position bias cancels."""
+    from tqdm.auto import tqdm
     if hasattr(judge, "blender"):
-        logits = judge.blender.compare(instructions, outputs, reference, batch_size=batch_size,
-                                       return_logits=True, mode="[A,B]+[B,A]")
+        logits = np.concatenate([judge.blender.compare(
+            instructions[s: s + batch_size], outputs[s: s + batch_size], reference[s: s + batch_size],
+            batch_size=batch_size, return_logits=True, mode="[A,B]+[B,A]", disable_tqdm=True)
+            for s in tqdm(range(0, len(instructions), batch_size), desc=desc, unit="batch", disable=desc is None)])
     else:
-        scores = judge.score(instructions, [[o, r] for o, r in zip(outputs, reference)], batch_size)
+        scores = judge.score(instructions, [[o, r] for o, r in zip(outputs, reference)], batch_size, desc=desc)
         logits = np.array([s[0] - s[1] for s in scores])
     return np.where(logits > 0, 2.0, np.where(logits < 0, 1.0, 1.5))
 
@@ -50,7 +54,7 @@ def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd
         "output_1": reference["output"].values, "output_2": model_outputs["output"].values,
         "generator_1": reference["generator"].iloc[0], "generator_2": name, "annotator": judge_name,
         "preference": preferences(judge, list(reference["instruction"]), list(reference["output"]),
-                                  list(model_outputs["output"]), batch_size)})
+                                  list(model_outputs["output"]), batch_size, desc=f"judging {name}")})
     rates = win_rates(annotations)
     return {"model": name, "judge": OFFLINE.format(judge=judge_name, reference=reference["generator"].iloc[0]),
             "win_rate": rates["win_rate"], "standard_error": rates["standard_error"],

@@ -20,7 +20,7 @@ def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
             for p in prompts]
 
 
-def generate_responses(stage, prompts, model: str, out_path, backend=None):
+def generate_responses(stage, prompts, model: str, out_path, backend=None, progress: bool = True):
     """Sample ``num_samples`` responses for every prompt and write ``out_path``.
     Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``.
     ``backend``: an already loaded one to reuse (benchmarks), else one is loaded."""
@@ -51,7 +51,7 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None):
 
     fingerprint = {**p, "model": model, "prompt_ids": [rows[i]["prompt_id"] for i in keep]}
     df, resumed = run_sharded(keep, p["shard_size"], f"{out_path}.shards", fingerprint, work,
-                              desc=f"sampling {p['num_samples']} per prompt ({backend.name})")
+                              desc=f"sampling {p['num_samples']} per prompt ({backend.name})" if progress else None)
     write_parquet(df, out_path)
     stats = summarize(df, skipped_long=len(rows) - len(keep))
     stats.update(backend=backend.name, model=model, load_seconds=round(load_s, 2),
@@ -65,20 +65,35 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None):
 def _generate_in_child(params: dict, rows: list[dict], model: str, out_path: str):
     import os
     from types import SimpleNamespace
-    # the child's output reaches the terminal, not the notebook: vLLM's INFO lines stay out of it
-    # (VLLM_LOGGING_LEVEL=INFO in the environment brings them back)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+    from nbutils.logs import quiet
+    quiet()  # what the child prints goes to its log file; its progress is shown by the parent
 
     from datasets import Dataset
-    return generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path)
+    return generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path,
+                              progress=False)
 
 
-def generate_in_child(params: dict, prompts, model: str, out_path) -> tuple[pd.DataFrame, dict]:
+def generate_in_child(params: dict, prompts, model: str, out_path, desc: str = "sampling") -> tuple[pd.DataFrame, dict]:
     """:func:`generate_responses` in a process of its own, which ends when it is done: an
     engine's memory (vLLM's KV cache, the GPU) is given back reliably only when its process
-    ends, and the next stage or model needs it."""
+    ends, and the next stage or model needs it. The progress bar is the parent's: it counts the
+    child's finished shards."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
     from nbutils.processes import in_child
-    return in_child(_generate_in_child, params, prompts.to_list(), model, str(out_path))
+    shards, size = Path(f"{out_path}.shards"), params["shard_size"]
+    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
+        def poll():
+            bar.n = min(len(prompts), size * len(list(shards.glob("shard-*.parquet"))))
+            bar.refresh()
+        result = in_child(_generate_in_child, params, prompts.to_list(), model, str(out_path), poll=poll,
+                          log=Path(out_path).with_suffix(".log"))
+        bar.n = len(prompts)
+        bar.refresh()
+    return result
 
 
 def summarize(df: pd.DataFrame, skipped_long: int = 0) -> dict:

@@ -57,6 +57,21 @@ def score_vs_length(scores, table, path, title: str = "Ranker score vs length"):
     return save(fig, path)
 
 
+def labels_apart(ax, points, gap: float = 9, width: float = 110):
+    """Label each (x, y, text) point, nudging labels up (with a leader line) so that no two labels
+    closer than ``width`` points across overlap; positions in points (1/72 inch)."""
+    ax.autoscale_view()
+    scale, placed = ax.figure.dpi / 72, []
+    for x, y, text in sorted(points, key=lambda p: p[1]):
+        px, py = ax.transData.transform((x, y)) / scale
+        ly = py + 3
+        while clash := [q for q in placed if abs(q[0] - px) < width and abs(q[1] - ly) < gap]:
+            ly = max(q[1] for q in clash) + gap
+        placed.append((px, ly))
+        ax.annotate(text, (x, y), xytext=(4, ly - py), textcoords="offset points", fontsize=7,
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ly - py > 6 else None)
+
+
 def eval_length_vs_win_rate(board, path, title: str = "Evaluation: average length vs win rate"):
     """Win rate and LC win rate against average answer length: this run's models joined
     in order, the leaderboard's anchors and SPPO's iterations on the same axes (log x)."""
@@ -67,10 +82,9 @@ def eval_length_vs_win_rate(board, path, title: str = "Evaluation: average lengt
         for kind, df in board.groupby("kind", sort=False):
             line = kind != "leaderboard"
             ax.plot(df["avg_length"], df[col], ls="-" if line else "none", label=kind, **styles[kind])
-            for _, r in df.iterrows():
-                ax.annotate(SHORT.get(r["model"], r["model"]).replace("SPPO iteration ", "SPPO it "),
-                            (r["avg_length"], r[col]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set(xscale="log", xlabel="average length (chars, log scale)", ylabel=f"{name} (%)", title=name)
+        labels_apart(ax, [(r["avg_length"], r[col], SHORT.get(r["model"], r["model"]).replace("SPPO iteration ", "SPPO it "))
+                          for _, r in board.iterrows()])
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if str(int(v))[0] in "25" else ""))
     axes[0].legend(fontsize=8)

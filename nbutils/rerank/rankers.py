@@ -46,19 +46,23 @@ class PairRMRanker:
         self.blender = load_blender(str(path), device=device)
         self.name = str(path)
 
-    def score(self, prompts: list[str], candidates: list[list[str]], batch_size: int) -> list[np.ndarray]:
+    def score(self, prompts: list[str], candidates: list[list[str]], batch_size: int,
+              desc: str | None = None) -> list[np.ndarray]:
+        """Each prompt's candidates' scores; with ``desc``, a progress bar of that name."""
+        from tqdm.auto import tqdm
         # rank() needs the same number of candidates per prompt: rank each count's group apart
         out: list[np.ndarray | None] = [None] * len(prompts)
-        for k in sorted({len(c) for c in candidates}):
-            idx = [i for i, c in enumerate(candidates) if len(c) == k]
-            if k == 1:
-                for i in idx:
-                    out[i] = np.zeros(1, dtype=np.float32)
-                continue
-            scores = self.blender.rank([prompts[i] for i in idx], [candidates[i] for i in idx],
-                                       return_scores=True, batch_size=batch_size, disable_tqdm=True)
-            for i, row in zip(idx, scores):
-                out[i] = np.asarray(row)
+        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=desc is None) as bar:
+            for k in sorted({len(c) for c in candidates}):
+                idx = [i for i, c in enumerate(candidates) if len(c) == k]
+                for start in range(0, len(idx), batch_size):
+                    chunk = idx[start: start + batch_size]
+                    scores = [np.zeros(1, dtype=np.float32)] * len(chunk) if k == 1 else self.blender.rank(
+                        [prompts[i] for i in chunk], [candidates[i] for i in chunk],
+                        return_scores=True, batch_size=batch_size, disable_tqdm=True)
+                    for i, row in zip(chunk, scores):
+                        out[i] = np.asarray(row)
+                    bar.update(len(chunk))
         return out
 
     def truncation(self, prompts: list[str], candidates: list[list[str]]) -> dict:
@@ -77,10 +81,11 @@ class PairRMRanker:
 class PointwiseRanker:
     """Scores each (prompt, response) on its own; subclasses define ``score_pairs``."""
 
-    def score(self, prompts, candidates, batch_size) -> list[np.ndarray]:
+    def score(self, prompts, candidates, batch_size, desc: str | None = None) -> list[np.ndarray]:
+        from tqdm.auto import tqdm
         flat = [(p, c) for p, cs in zip(prompts, candidates) for c in cs]
         values = []
-        for start in range(0, len(flat), batch_size):
+        for start in tqdm(range(0, len(flat), batch_size), desc=desc, unit="batch", disable=desc is None):
             values.extend(self.score_pairs(flat[start: start + batch_size], start))
         out, pos = [], 0
         for cs in candidates:

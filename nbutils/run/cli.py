@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from nbutils.run import params as P
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--stages", type=lambda s: s.split(","),
                             help="comma-separated stages, e.g. 01_generate (default: all)")
             sp.add_argument("--force", action="store_true", help="rerun finished stages")
+            sp.add_argument("--verbose", action="store_true",
+                            help="stream each notebook's output and the libraries' INFO logs to the terminal")
         if name in ("run", "preflight"):
             sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
         if name == "preflight":
@@ -41,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     args = ap.parse_args(argv)
+    from nbutils.logs import LEVEL_ENV, quiet
+    if getattr(args, "verbose", False):
+        os.environ.setdefault(LEVEL_ENV, "INFO")
+    quiet()
     try:
         if args.command == "run" and args.dry_run:
             from nbutils.run.plan import format_plan, plan
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_plan(plan(values, gpu), gpu))
         elif args.command == "run":
             from nbutils.run.runner import run
-            run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force)
+            run(args.files, _overrides(args.pairs), args.iterations, args.stages, args.force, args.verbose)
         elif args.command == "preflight":
             from nbutils.run.preflight import preflight
             return preflight(*P.resolve(args.files, _overrides(args.pairs)), dry_run=args.dry_run, gpu=args.gpu)
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             from nbutils.run.stage import stage_for
             values, _ = P.resolve(args.files, _overrides(args.pairs))
             run_dir = stage_for("05_length_analysis", values).run_dir
-            if not (run_dir / "config.json").exists():
+            if not run_dir.is_dir():
                 raise P.ParamsError(f"no run at {run_dir}: run it first (python -m nbutils run ...)")
             print_summary(run_dir, list(range(1, values["num_iterations"] + 1)))
         elif args.command == "validate":

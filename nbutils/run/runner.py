@@ -20,17 +20,31 @@ RUN_STAGES = list(RUN_STAGE_DIRS)
 ALWAYS_RUN = {"05_length_analysis"}
 
 
-def execute(notebook: str, out: Path, parameters: dict) -> None:
-    """Execute ``notebooks/<notebook>.ipynb`` into ``out`` (the run product)."""
+def execute(notebook: str, out: Path, parameters: dict, label: str, verbose: bool = False) -> None:
+    """Execute ``notebooks/<notebook>.ipynb`` into ``out`` (the run product). The terminal shows one
+    live line (papermill's cell progress: the cell running, cells done, elapsed time); ``verbose``
+    streams the notebook's output instead."""
+    import logging
+
     import papermill as pm
 
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     pm.execute_notebook(str(P.NOTEBOOKS_DIR / f"{notebook}.ipynb"), str(out),
-                        parameters=parameters, cwd=str(REPO_ROOT / "notebooks"),
-                        kernel_name="python3", progress_bar=False, log_output=False)
+                        parameters=parameters, cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3",
+                        progress_bar=False if verbose else {"desc": label, "unit": "cell", "leave": True,
+                                                            "bar_format": BAR, "dynamic_ncols": True},
+                        log_output=verbose, kernel_manager_class=KERNEL_MANAGER)
+
+
+# one line per stage: "iteration 1 · 01_generate · sample: 6/11 cells [00:41]"
+BAR = "{desc}: {n_fmt}/{total_fmt} cells [{elapsed}]"
+# kernels talk to papermill over local IPC sockets, not plain TCP (ipykernel warns about that)
+KERNEL_MANAGER = "nbutils.run.kernels.IPCKernelManager"
 
 
 def run(files: list[str], overrides: dict | None = None, iterations: list[int] | None = None,
-        stages: list[str] | None = None, force: bool = False) -> Path:
+        stages: list[str] | None = None, force: bool = False, verbose: bool = False) -> Path:
     """Resolve params, then run ``stages`` (default all) for ``iterations`` (default
     1..num_iterations). Returns the run directory."""
     values, sources = P.resolve(files, overrides)
@@ -56,9 +70,8 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
         if stage.is_complete() and not force and name not in ALWAYS_RUN:
             print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
             continue
-        print(f"{label}: running → {out}", flush=True)
         stage.out_dir.mkdir(parents=True, exist_ok=True)
-        execute(name, out, stage.params)
+        execute(name, out, stage.params, label, verbose)
     print_summary(first.run_dir, iterations)
     return first.run_dir
 

@@ -64,8 +64,9 @@ class Stage:
         import pandas as pd
 
         vocab = P.vocabulary()
-        return pd.DataFrame([{"param": k, "value": repr(v), "help": vocab[k].help}
-                             for k, v in self.params.items()]).set_index("param")
+        from nbutils.tables import whole
+        return whole(pd.DataFrame([{"param": k, "value": repr(v), "help": vocab[k].help}
+                                   for k, v in self.params.items()]).set_index("param"))
 
     def is_complete(self) -> bool:
         m = read_json(self.manifest_path)
@@ -103,6 +104,8 @@ def resolve_notebook(notebook: str, namespace: dict) -> Stage:
     """Validate a notebook's parameters as they stand in its ``namespace`` (the
     defaults, or what papermill injected), save a snapshot, and return its Stage.
     An injected name that no notebook declares is a mistyped param."""
+    from nbutils.logs import quiet
+    quiet()  # library logs below WARNING stay out of the notebook (NBUTILS_LOG_LEVEL=INFO: back on)
     declared = P.declared_in(P.NOTEBOOKS_DIR / f"{notebook}.ipynb")
     vocab = P.vocabulary()
     unknown = [P.unknown_key_message(k, vocab) for k in sorted(injected_names(namespace))

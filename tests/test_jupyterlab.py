@@ -1,0 +1,154 @@
+"""The workbook as a learner meets it: JupyterLab (started as `make lab` starts it) in headless
+Chromium; each notebook opened in order and run with Run All, after only the ones before it.
+
+A user's checkout of its own (the tiny preset, a few sizes made smaller in the parameters cells
+as a learner would edit them); each notebook must finish without an error, show a figure, and
+show no stderr box (library logs, warnings, text progress bars: the workbook prevents them all).
+Saving a notebook writes it without outputs.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nbutils.files import REPO_ROOT
+from tests.conftest import chromium
+
+# parameter edits, as a learner makes them in the parameters cell, to keep the run short
+EDITS = {"01_generate": {"prompts_per_iteration": "32", "num_samples": "4", "max_new_tokens": "48"},
+         "03_dpo_qlora": {"num_train_epochs": "1.0"},
+         "04_evaluate": {"eval_instructions": "8", "best_of_n": "4", "eval_max_new_tokens": "48"}}
+NOTEBOOKS = ["01_generate", "02_rerank", "03_dpo_qlora", "04_evaluate", "05_length_analysis"]
+TIMEOUT_S = 600
+
+
+def edit_parameters(path, values: dict):
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    text = "".join(cell["source"])
+    for key, value in values.items():
+        text, n = re.subn(rf"^({key}: \w+ = )[^#\n]+?(  #)", rf"\g<1>{value}\g<2>", text, flags=re.M)
+        assert n == 1, key
+    cell["source"] = text.splitlines(keepends=True)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on a fresh checkout, with the project's Jupyter config; yields (url, token, root)."""
+    root = tmp_path_factory.mktemp("learner")
+    for part in ("notebooks", "nbutils", "params", "jupyter"):
+        shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name, values in EDITS.items():
+        edit_parameters(root / "notebooks" / f"{name}.ipynb", values)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token, home = "learner-token", root / "home"
+    # every cell in the page (no windowing), so the test reads every prompt and output
+    settings = home / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(root / "jupyter"), "PYTHONPATH": str(root),
+           "NBUTILS_CACHE": str(REPO_ROOT / ".cache"), "HOME": str(home), "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings")}
+    log = (root / "lab.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                               f"--IdentityProvider.token={token}"], cwd=root, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline and server.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield url, token, root
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def prompts(page) -> list[str]:
+    return page.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()
+
+
+def shut_down_kernels(url, token):
+    """End every session (and its kernel) through the server's REST API."""
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    auth = {"Authorization": f"token {token}"}
+    for session in json.load(opener.open(urllib.request.Request(f"{url}/api/sessions", headers=auth))):
+        opener.open(urllib.request.Request(f"{url}/api/sessions/{session['id']}", method="DELETE", headers=auth))
+
+
+STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+
+
+def run_all(page, url, token, name, root):
+    """Open ``name``, Run All, wait until every code cell has run or one has failed."""
+    page.goto(f"{url}/lab/tree/notebooks/{name}.ipynb?reset&token={token}")  # reset: no earlier tabs
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(timeout=60_000)
+    idle, started = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']"), time.time()
+    while not idle.count() and time.time() - started < 120:
+        if page.locator(".jp-Dialog", has_text="Select Kernel").count():  # a kernel is asked for: the default
+            page.locator(".jp-Dialog button", has_text=re.compile("^Select$")).click()
+        page.wait_for_timeout(500)
+    started = time.time()
+    while time.time() - started < 60 and not any(re.search(r"\d|\*", p) for p in prompts(page)):
+        if page.locator(".jp-Dialog").count():
+            page.screenshot(path=str(root / f"{name}-dialog.png"))
+            raise AssertionError(f"{name}: a dialog: {page.locator('.jp-Dialog').all_text_contents()}")
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        page.wait_for_timeout(3000)
+    deadline = time.time() + TIMEOUT_S
+    while time.time() < deadline:
+        time.sleep(2)
+        labels = [p.strip() for p in prompts(page)]
+        if all(re.fullmatch(r"\[\d+\]:", p) for p in labels) or (
+                page.locator(STDERR).count() and not any("*" in p for p in labels)):
+            return labels
+    page.screenshot(path=str(root / f"{name}.png"), full_page=True)
+    raise AssertionError(f"{name}: Run All did not finish in {TIMEOUT_S} s: {prompts(page)} (screenshot in {root})")
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_by_hand_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+
+    url, token, root = lab
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for name in NOTEBOOKS:
+            labels = run_all(page, url, token, name, root)
+            stderr = page.locator(STDERR).all_text_contents()
+            assert not stderr, f"{name}: stderr boxes:\n" + "\n---\n".join(t[:2000] for t in stderr)
+            assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in labels), f"{name}: cells not run: {labels}"
+            assert page.locator(".jp-OutputArea-output img").count() >= 1, f"{name}: no figure"
+            if name == "01_generate":  # tqdm renders as a widget (ipywidgets), not text
+                assert page.locator(".jp-OutputArea-output .widget-hprogress").count() >= 1
+            if name == "04_evaluate":
+                assert "no model yet for iteration(s) [2, 3]" in " ".join(page.locator(".jp-OutputArea").all_text_contents())
+            page.keyboard.press("Control+s")
+            page.wait_for_timeout(1500)
+            saved = json.loads((root / "notebooks" / f"{name}.ipynb").read_text())
+            assert all(not c.get("outputs") and c.get("execution_count") is None
+                       for c in saved["cells"] if c["cell_type"] == "code"), f"{name}: saved with outputs"
+            shut_down_kernels(url, token)  # as a learner closes a finished notebook's kernel
+        browser.close()
+    run = root / "runs" / "tiny"
+    assert (run / "report.html").is_file() and (run / "evaluation" / "leaderboard.csv").is_file()
