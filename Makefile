@@ -25,8 +25,9 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	$(PIP) install -q "torch==2.13.0" $(QUIET)
 	$(PIP) install -q --no-deps -r requirements/cpu.txt $(QUIET)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET)
-	$(PY) -c "import torch, vllm, transformers, trl, peft, datasets, papermill; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	# setuptools warns that a folder named like the package may shadow it: here that folder is the package
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET)
+	$(PY) -c "from nbutils.logs import quiet; quiet(); import torch, vllm, transformers, trl, peft, datasets, papermill; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
 	touch $@
 
 demo: install

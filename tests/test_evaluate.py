@@ -95,9 +95,9 @@ def test_final_iteration_beats_the_base_under_the_runs_judge(loop):
     final = board.loc["iteration 2"]
     assert final["win_rate"] - 50 > 2 * final["standard_error"] > 0
     assert board.loc["base", "win_rate"] == 50.0  # the base against itself
-    assert "iteration 2 best-of-16" in board.index and final["judge"].startswith("offline: tiny-pairrm")
+    assert "iteration 2 best-of-8" in board.index and final["judge"].startswith("offline: tiny-pairrm")
     assert set(ANCHORS) <= set(board.index) and m["official_judge"]["base"].startswith("not requested")
-    for name in ("base", "iteration_1", "iteration_2", "iteration_2_best_of_16"):
+    for name in ("base", "iteration_1", "iteration_2", "iteration_2_best_of_8"):
         outputs = alpaca_compat.read_model_outputs(loop / "evaluation" / name / "model_outputs.json")
         assert len(outputs) == 96 and outputs["output"].str.strip().ne("").mean() > 0.9
     assert (loop / "evaluation" / "04_leaderboard.png").stat().st_size > 10000

@@ -148,6 +148,18 @@ def test_scientific_notation_works_in_p_and_in_a_preset(tmp_path):
     assert "learning_rate            5e-06" in proc.stdout
 
 
+def test_booleans_and_lists_parse_as_typed_in_p():
+    """As papermill's -p and YAML 1.2 read them: True/false, [a, b], 1e3 for a float."""
+    values, _ = P.resolve(["params/tiny.yaml"], {k: P.parse_yaml(v) for k, v in [
+        ("gradient_checkpointing", "false"), ("keep_checkpoints", "True"), ("num_train_epochs", "1e0"),
+        ("lora_target_modules", "[q_proj, v_proj]")]})
+    assert values["gradient_checkpointing"] is False and values["keep_checkpoints"] is True
+    assert values["num_train_epochs"] == 1.0 and values["lora_target_modules"] == ["q_proj", "v_proj"]
+    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "lora_target_modules", "[q_proj, v_proj]",
+               "-p", "gradient_checkpointing", "false")
+    assert "['q_proj', 'v_proj']" in proc.stdout and "gradient_checkpointing   False" in proc.stdout
+
+
 def test_a_float_param_written_as_1_1_yaml_reads_it_is_still_a_float():
     """papermill -f reads presets with YAML 1.1, which leaves "5e-6" a string: the notebook takes it."""
     assert P.coerce("5e-6", "float") == 5e-6
