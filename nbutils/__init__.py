@@ -9,6 +9,7 @@ run machinery (``nbutils.run``)
     stage        a notebook's place in a run: resolved params, folder, manifest
     runner       the stages in order with papermill (``python -m nbutils run``)
     kernels      the runner's kernel manager (IPC sockets)
+    lock         one runner per run (an flock on runs/<run>/.runner.lock)
     report       ``runs/<run>/report.html`` and the per-iteration summary
     preflight    can this machine run this preset? (CUDA, versions, disk, RAM, hub)
     plan         the run's work, memory and hours, before it starts

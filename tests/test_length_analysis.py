@@ -170,3 +170,21 @@ def test_report_opens_in_a_headless_browser_and_shows_its_figures(loop):
     assert len(links) >= 8 and all((loop / link).exists() for link in links)  # 3 per iteration, 04, 05
     assert " · " in notebook_text  # a notebook title, e.g. "05 · Length analysis, ..."
     assert (loop / "report.png").stat().st_size > 100_000
+
+
+def test_labels_of_identical_points_are_stacked_apart():
+    """Models with the same length and win rate (a twin run's judge ties everything): each label
+    gets its own line, and placing them ends (float sums once made it loop forever)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nbutils.length.figures import labels_apart
+    fig, ax = plt.subplots()
+    ax.plot([127.25] * 3 + [2000], [0.0] * 3 + [30.0], "o")
+    ax.set_xscale("log")
+    labels_apart(ax, [(127.25, 0.0, "base"), (127.25, 0.0, "iteration 1"), (127.25, 0.0, "iteration 2"),
+                      (2000, 30.0, "anchor")], gap=9)
+    offsets = sorted(t.xyann[1] for t in ax.texts if t.get_text() != "anchor")
+    assert [round(b - a, 6) for a, b in zip(offsets, offsets[1:])] == [9.0, 9.0]
+    plt.close(fig)

@@ -9,6 +9,7 @@ that split, taken whole up to ``prompts_per_iteration`` rows.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from nbutils import hub
 from nbutils.files import repo_path
@@ -20,17 +21,29 @@ class PromptError(ValueError):
     """A prompt source that cannot be used as it is."""
 
 
+def read_text(path) -> str:
+    """A prompt file's text: UTF-8 and not empty, or an error naming the line."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise PromptError(f"{path} line {line}: not UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise PromptError(f"{path}: the file is empty; it should hold one prompt per line (JSONL)")
+    return text
+
+
 def check_jsonl(path) -> None:
     """Fail on the first bad line, naming it (1-based)."""
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PromptError(f"{path} line {n}: not valid JSON ({e.msg})") from None
-            _check_row(row, f"{path} line {n}")
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PromptError(f"{path} line {n}: not valid JSON ({e.msg})") from None
+        _check_row(row, f"{path} line {n}")
 
 
 def _check_row(row, where: str) -> None:
@@ -53,6 +66,8 @@ def load_prompt_source(source: str, split: str):
             raise PromptError(f"prompt file not found: {path}")
         if path.suffix == ".jsonl":
             check_jsonl(path)
+        elif path.suffix == ".json":
+            read_text(path)
         kind = "parquet" if path.suffix == ".parquet" else "json"
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     elif source == hub.ALPACA_EVAL:  # a repo with a loading script: datasets 5 refuses it

@@ -65,8 +65,9 @@ def labels_apart(ax, points, gap: float = 9, width: float = 110):
     for x, y, text in sorted(points, key=lambda p: p[1]):
         px, py = ax.transData.transform((x, y)) / scale
         ly = py + 3
-        while clash := [q for q in placed if abs(q[0] - px) < width and abs(q[1] - ly) < gap]:
-            ly = max(q[1] for q in clash) + gap
+        for qx, qy in sorted(placed, key=lambda q: q[1]):  # bottom-up: each push only meets labels above
+            if abs(qx - px) < width and qy - gap < ly < qy + gap:
+                ly = qy + gap
         placed.append((px, ly))
         ax.annotate(text, (x, y), xytext=(4, ly - py), textcoords="offset points", fontsize=7,
                     arrowprops=dict(arrowstyle="-", lw=0.4, color="grey") if ly - py > 6 else None)

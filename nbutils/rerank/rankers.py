@@ -39,7 +39,7 @@ def local_dir(name: str) -> Path:
 
 
 class PairRMRanker:
-    """llm-blender's PairRanker (made right under transformers 5 by pairrm_compat)."""
+    """llm-blender's PairRanker (made right under transformers 5 by nbutils.compat.llm_blender)."""
 
     def __init__(self, path: Path, device: str):
         from nbutils.compat.llm_blender import load_blender

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbutils.rerank import dataset as preference_data
+from nbutils.rerank import dataset
 from nbutils.rerank.pairs import select_pairs
 from nbutils.rerank.rankers import load_ranker
 from nbutils.shards import run_sharded
@@ -80,21 +80,21 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
     rows = [{**r, "all_generated_responses": list(r["all_generated_responses"]), "all_rm_scores": s}
             for r, s in zip(generations[REQUIRED].to_dict("records"), scores)]
     selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"], stage.params)
-    train, test = preference_data.split(preference_data.snorkel_rows(selected), stage["test_fraction"], stage["seed"])
+    train, test = dataset.split(dataset.snorkel_rows(selected), stage["test_fraction"], stage["seed"])
     splits = {f"train_iteration_{n}": train, f"test_iteration_{n}": test}
     note = f"Iteration {n}: responses scored by `{stage['ranker']}`, pairs by `{stage['pair_selection']}`."
-    preference_data.write_dataset(splits, out_dir, note)
+    dataset.write_dataset(splits, out_dir, note)
     counts = [len(r) for r in generations["all_generated_responses"]]
     texts = [t for r in rows for t in r["all_generated_responses"]]
     stats = {"prompts": len(rows), "responses": len(texts),
              "empty_responses_not_scored": sum(not t.strip() for t in texts),
              "prompts_with_other_response_counts": sum(c != max(counts) for c in counts) if counts else 0,
              **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
-             **preference_data.length_stats(pd.concat([train, test])),
+             **dataset.length_stats(pd.concat([train, test])),
              **ranker.truncation([r["prompt"] for r in rows], [r["all_generated_responses"] for r in rows]),
              **stats, "ranker": stage["ranker"], "pair_selection": stage["pair_selection"],
              "length_penalty": stage["length_penalty"]}
     if stage["push_to_hub"]:
-        stats["pushed_to"] = preference_data.push(out_dir, stage["push_to_hub"], note)
+        stats["pushed_to"] = dataset.push(out_dir, stage["push_to_hub"], note)
     stats["stage_seconds"] = round(time.perf_counter() - t0, 2)
     return splits, stats

@@ -8,6 +8,7 @@ import sys
 from nbutils.run import params as P
 from nbutils.devices import DeviceError
 from nbutils.hub import HubError
+from nbutils.run.lock import RunLocked
 from nbutils.run.preflight import PreflightError
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tiny":
             from nbutils.tiny.policy import tiny_policy_path
             print(tiny_policy_path())
-    except (P.ParamsError, DeviceError, HubError, PreflightError) as e:
+    except (P.ParamsError, DeviceError, HubError, PreflightError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a stage failed: say where, not papermill's whole traceback

@@ -120,7 +120,15 @@ def load_preset(path: str | Path) -> dict:
     path = repo_path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such params file")
-    data = parse_yaml(path.read_text()) or {}
+    try:
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ParamsError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+                          "a params file holds one `key: value` per line") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not isinstance(data, dict) or any(isinstance(v, dict) for v in data.values()):
         raise ParamsError(f"{path}: a params file is a flat mapping of key: value")
     return data

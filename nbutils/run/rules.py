@@ -39,11 +39,24 @@ def dataset_source(v):
     return None if HUB_ID.match(v) else "neither an existing file nor a hub id like org/name"
 
 
+def function_problem(spec: str):
+    """``module:function``: the module imports and has the function (checked before any stage runs)."""
+    import importlib
+    module, _, name = spec.partition(":")
+    try:
+        found = importlib.import_module(module)
+    except ImportError as e:
+        return f"cannot import module {module!r} ({e}); module:function names an importable module"
+    return None if callable(getattr(found, name, None)) else f"module {module!r} has no function {name!r}"
+
+
 def model_dir_source(what: str, builtins: tuple, functions: bool = False):
     """A rule: a built-in tiny name, a local directory with config.json, a hub id
     (or, with ``functions``, ``module:function``)."""
     def rule(v):
-        if v in builtins or (functions and is_function_spec(v)):
+        if functions and is_function_spec(v):
+            return function_problem(v)
+        if v in builtins:
             return None
         if looks_local(v):
             path = repo_path(v)

@@ -37,7 +37,7 @@ def execute(notebook: str, out: Path, parameters: dict, label: str, verbose: boo
                         log_output=verbose, kernel_manager_class=KERNEL_MANAGER)
 
 
-# one line per stage: "iteration 1 · 01_generate · sample: 6/11 cells [00:41]"
+# one line per stage: "iteration 1 · 01_generate: 6/15 cells [00:41]"
 BAR = "{desc}: {n_fmt}/{total_fmt} cells [{elapsed}]"
 # kernels talk to papermill over local IPC sockets, not plain TCP (ipykernel warns about that)
 KERNEL_MANAGER = "nbutils.run.kernels.IPCKernelManager"
@@ -55,24 +55,29 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     whole_run = iterations is None or max(iterations) == values["num_iterations"]
     stages = stages or (every if whole_run else ITERATION_STAGES)
     iterations = iterations or list(range(1, values["num_iterations"] + 1))
-    P.validate({**values, "iteration": max(iterations)})  # iterations within num_iterations
+    outside = sorted({n for n in iterations if not 1 <= n <= values["num_iterations"]})
+    if outside:
+        raise P.ParamsError(f"--iterations: {outside} outside 1..{values['num_iterations']} "
+                            f"(num_iterations {values['num_iterations']})")
+    from nbutils.run.lock import run_lock
     from nbutils.run.preflight import before_run
-    before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
     first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
-    write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
-               first.run.config)
-    todo = [({**values, "iteration": n}, name, f"iteration {n} · {name}")
-            for n in iterations for name in stages if name in ITERATION_STAGES]
-    todo += [(values, name, name) for name in stages if name in RUN_STAGES]
-    for params, name, label in todo:
-        stage = stage_for(name, params)
-        out = stage.out_dir / f"{name}.ipynb"
-        if stage.is_complete() and not force and name not in ALWAYS_RUN:
-            print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
-            continue
-        stage.out_dir.mkdir(parents=True, exist_ok=True)
-        execute(name, out, stage.params, label, verbose)
-    print_summary(first.run_dir, iterations)
+    with run_lock(first.run_dir):  # one runner per run: a second one stops here
+        before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
+        write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
+                   first.run.config)
+        todo = [({**values, "iteration": n}, name, f"iteration {n} · {name}")
+                for n in iterations for name in stages if name in ITERATION_STAGES]
+        todo += [(values, name, name) for name in stages if name in RUN_STAGES]
+        for params, name, label in todo:
+            stage = stage_for(name, params)
+            out = stage.out_dir / f"{name}.ipynb"
+            if stage.is_complete() and not force and name not in ALWAYS_RUN:
+                print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
+                continue
+            stage.out_dir.mkdir(parents=True, exist_ok=True)
+            execute(name, out, stage.params, label, verbose)
+        print_summary(first.run_dir, iterations)
     return first.run_dir
 
 

@@ -69,9 +69,13 @@ class Stage:
                                    for k, v in self.params.items()]).set_index("param"))
 
     def is_complete(self) -> bool:
-        m = read_json(self.manifest_path)
-        return bool(m and m["params_hash"] == params_hash(self.params)
-                    and all(Path(p).exists() for p in m["outputs"].values()))
+        try:
+            m = read_json(self.manifest_path)
+            return bool(m and m["params_hash"] == params_hash(self.params)
+                        and all(Path(p).exists() for p in m["outputs"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not a manifest
+            print(f"{self.manifest_path}: unreadable manifest ({type(e).__name__}: {e}); the stage reruns")
+            return False
 
     def finish(self, outputs: dict[str, Path], metrics: dict) -> None:
         """Record this stage's metrics (``metrics.json``, a section per stage) and manifest."""
