@@ -78,3 +78,12 @@ def test_one_runner_per_run_and_a_dead_runners_lock_is_taken_over(tmp_path, caps
     with run_lock(run_dir):  # the kernel released the dead runner's lock
         assert json.loads((run_dir / ".runner.lock").read_text())["pid"] == os.getpid()
     assert f'"pid": {holder.pid}' in capsys.readouterr().out
+
+
+def test_a_runner_that_fails_leaves_nothing_to_take_over(tmp_path, capsys):
+    with pytest.raises(RuntimeError):
+        with run_lock(tmp_path):
+            raise RuntimeError("a stage failed")
+    with run_lock(tmp_path):
+        pass
+    assert "taken over" not in capsys.readouterr().out

@@ -38,7 +38,9 @@ def run_lock(run_dir: Path):
               "started": dt.datetime.now().isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
-        yield
-        os.ftruncate(fd, 0)  # a clean end leaves an empty file: nothing to take over
+        try:
+            yield
+        finally:  # a runner that ends, however it ends short of being killed, leaves an empty file
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)

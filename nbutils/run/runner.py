@@ -62,8 +62,8 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     from nbutils.run.lock import run_lock
     from nbutils.run.preflight import before_run
     first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
+    before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
     with run_lock(first.run_dir):  # one runner per run: a second one stops here
-        before_run(values)  # CUDA, disk, RAM, keys; the hub models fetched before the first stage
         write_json({"params": values, "sources": sources, "preset_files": [str(f) for f in files]},
                    first.run.config)
         todo = [({**values, "iteration": n}, name, f"iteration {n} · {name}")
