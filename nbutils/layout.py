@@ -19,10 +19,6 @@ class RunFolder:
     path: Path
 
     @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
     def config(self) -> Path:
         """The runner's resolved params and their sources."""
         return self.path / "config.json"

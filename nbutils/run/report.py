@@ -132,7 +132,7 @@ def write_report(run_dir: Path) -> Path:
         iterations=[iteration_section(run_dir, p, links) for p in iterations], whole_run=whole_run,
         params=table_html(params), notebooks=[(html.escape(nb.relative_to(run_dir).as_posix()), link)
                                               for nb, link in links.items()])
-    target = run_dir / "report.html"
+    target = run.report
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
