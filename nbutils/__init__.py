@@ -6,9 +6,10 @@ contracts in ``pyproject.toml`` with import-linter):
 run machinery (``nbutils.run``)
     params       the params vocabulary: presets merged in order, ``-p`` values, validation
     rules        each param's range and path rules
-    stage        a notebook's place in a run: resolved params, folder, manifest
+    stage        a notebook's place in a run: resolved params, folder, done or why not
+    lineage      what a stage is made from: its inputs' fingerprints
     runner       the stages in order with papermill (``python -m nbutils run``)
-    kernels      the runner's kernel manager (IPC sockets)
+    kernels      the runner's kernel manager (this checkout's nbutils, IPC sockets)
     lock         one runner per run (an flock on runs/<run>/.runner.lock)
     report       ``runs/<run>/report.html`` and the per-iteration summary
     preflight    can this machine run this preset? (CUDA, versions, disk, RAM, hub)
@@ -26,12 +27,14 @@ stages, in loop order (a stage may use the ones before it)
 the toy world and the shims
     twins        hub twins: local replicas of the hub repos (build) and their server (mirror)
     tiny         the CPU presets' world: corpus, tiny policy, tiny PairRM, their build cache
-    compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval
+    compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval,
+                 peft_resume (exact resume of QLoRA training)
 foundations
     shards, processes, memory   resumable sharded work; child processes; memory reports
     logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)
     hub, layout, devices, tables   the hub; the run folder's paths; the device check; notebook tables
     sources, ids                what a name is (tiny, local, function, hub id); stable ids and seeds
     files        repo-relative paths, atomic writes
+    manifests    what a stage committed: each output file's size and hash
 """
 __version__ = "0.1.0"

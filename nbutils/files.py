@@ -71,3 +71,11 @@ def fresh_for(folder: Path, fingerprint: dict, what: str) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(fingerprint, stamp)
+
+
+def size_text(n_bytes: float) -> str:
+    """``12.3 GiB``, ``4.5 MiB``, ``800 KiB``: a size people read at a glance."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes / 2**10:.0f} KiB"

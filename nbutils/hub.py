@@ -57,6 +57,13 @@ def weight_skips(files: list[str]) -> list[str]:
     return DUPLICATE_WEIGHTS + (["*.bin", "*.pt"] if safetensors else [])
 
 
+def cached_revision(repo_id: str, repo_type: str = "model") -> str | None:
+    """The commit of ``repo_id`` that the local cache resolved ``main`` to, None if never fetched."""
+    from huggingface_hub import constants
+    ref = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}" / "refs" / "main"
+    return ref.read_text().strip() if ref.exists() else None
+
+
 def model_snapshot(repo_id: str) -> Path:
     """The local snapshot folder of hub model ``repo_id`` (downloaded once, then read from the cache)."""
     from huggingface_hub import HfApi, snapshot_download

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbutils.manifests import committed
+
 # Whole-run stages (no ``iteration`` param) and the folder of the run each writes to.
 RUN_STAGE_DIRS = {"04_evaluate": "evaluation", "05_length_analysis": "length_analysis"}
 
@@ -72,5 +74,11 @@ class RunFolder:
     def checkpoints(self, n: int) -> Path:
         return self.iteration(n) / "dpo_checkpoints"
 
+    def manifest(self, notebook: str, n: int | None = None) -> Path:
+        """What ``notebook`` committed for iteration ``n`` (or for the whole run): ``nbutils.manifests``."""
+        folder = self.iteration(n) if n is not None else self.stage_dir(notebook)
+        return folder / f"{notebook}.manifest.json"
+
     def has_policy(self, n: int) -> bool:
-        return (self.policy(n) / "config.json").exists()
+        """Iteration ``n``'s policy was committed by stage 03 and is intact (a killed merge is no policy)."""
+        return committed(self.manifest("03_dpo_qlora", n), "policy") is not None

@@ -16,10 +16,31 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), None if it is gone:
+    with the pid, an identity that a reused pid does not share."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def still_running(pidfile: Path) -> int | None:
+    """The pid recorded in ``pidfile`` if that very process still runs."""
+    try:
+        pid, start = pidfile.read_text().split()
+        return int(pid) if started(int(pid)) == start else None
+    except (OSError, ValueError):
+        return None
+
+
 def start_child(parent: int, log: str | None) -> None:
-    """A child's first steps: die with ``parent``; send what it prints (an engine's warnings, C++
-    notes) to ``log`` instead of the terminal, unless library logs are asked for."""
+    """A child's first steps: die with ``parent``; record itself in ``<log>.pid``; send what it
+    prints (an engine's warnings, C++ notes) to ``log`` instead of the terminal, unless library
+    logs are asked for."""
     die_with_parent(parent)
+    if log:
+        Path(log).with_suffix(".pid").write_text(f"{os.getpid()} {started(os.getpid())}\n")
     from nbutils.logs import level
     if log and level() == "WARNING":
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -37,17 +58,25 @@ def in_child(fn, *args, poll=None, every: float = 1.0, log: Path | None = None):
     from concurrent.futures import ProcessPoolExecutor
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_child,
-                             initargs=(os.getpid(), str(log) if log else None)) as pool:
-        future = pool.submit(fn, *args)
-        while True:
-            try:
-                return future.result(timeout=every if poll else None)
-            except TimeoutError:
-                if future.done():  # fn itself raised TimeoutError
+        earlier = still_running(Path(log).with_suffix(".pid"))
+        if earlier:  # an earlier attempt's child, started by a kernel or runner that is not ours
+            raise RuntimeError(f"an earlier attempt still works on {Path(log).parent} (pid {earlier}, see "
+                               f"{Path(log).with_suffix('.pid')}): let it finish, or stop it (kill {earlier}), then rerun")
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_child,
+                                 initargs=(os.getpid(), str(log) if log else None)) as pool:
+            future = pool.submit(fn, *args)
+            while True:
+                try:
+                    return future.result(timeout=every if poll else None)
+                except TimeoutError:
+                    if future.done():  # fn itself raised TimeoutError
+                        raise
+                    poll()
+                except Exception as e:
+                    if log:
+                        e.add_note(f"the child process's output: {log}")
                     raise
-                poll()
-            except Exception as e:
-                if log:
-                    e.add_note(f"the child process's output: {log}")
-                raise
+    finally:
+        if log:
+            Path(log).with_suffix(".pid").unlink(missing_ok=True)

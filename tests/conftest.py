@@ -46,7 +46,7 @@ def user_checkout(tmp_path_factory):
     the tiny-model cache is shared so models are built once per test session."""
     import shutil
     root = tmp_path_factory.mktemp("checkout")
-    for part in ("notebooks", "nbutils", "params"):
+    for part in ("notebooks", "nbutils", "params", "requirements"):
         shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(root), "NBUTILS_CACHE": str(REPO_ROOT / ".cache")}
     return root, env

@@ -12,7 +12,7 @@ import torch
 
 from nbutils.dpo import data as dpo_data
 
-from nbutils.dpo import merge
+from nbutils.dpo import merge, training
 
 from nbutils.rerank import dataset as preference_data
 from nbutils.files import REPO_ROOT
@@ -33,12 +33,13 @@ def test_two_iterations_chain_generate_rerank_dpo(loop, runs_dir):
         m = metrics(loop, n)["03_dpo_qlora"]
         assert m["train_pairs"] > 20 and m["global_steps"] >= 4 and m["merge_same_top1"]
         assert {"loss", "rewards/margins", "rewards/accuracies", "learning_rate"} <= set(m["steps"][0])
+        assert m["linear_4bit_layers"] == 2 * 7  # load_in_4bit: every targeted layer of both blocks is nf4
         assert (it / "03_training_curves.png").stat().st_size > 10000
     # iteration 2 sampled (with vLLM) from iteration 1's merged policy
     assert read_generations(loop, 2)["model"].eq(str(loop / "iter_1" / "policy")).all()
     assert metrics(loop, 2)["01_generate"]["backend"] == "vllm"
     again = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP)).stdout
-    assert again.count("done for these params, skipped") == 7  # 2 x 3 stages, then 04_evaluate
+    assert again.count("done for these params and inputs, skipped") == 7  # 2 x 3 stages, then 04_evaluate
 
 
 def sequence_logps(model, tokenizer, rows) -> np.ndarray:
@@ -62,6 +63,7 @@ def test_reference_is_model_n_minus_1_or_the_initial_model(loop, runs_dir):
     assert first["rewards/chosen"] == first["rewards/rejected"] == 0.0
     run = runs_dir / "initial-ref"
     shutil.copytree(loop / "iter_1" / "policy", run / "iter_1" / "policy")
+    shutil.copy(loop / "iter_1" / "03_dpo_qlora.manifest.json", run / "iter_1")  # committed by stage 03
     shutil.copytree(loop / "iter_2" / "preference_data", run / "iter_2" / "preference_data")
     cli("run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "2",
         *params_args(runs_dir=runs_dir, run_name="initial-ref", reference_model="initial", max_steps=2, **LOOP))
@@ -108,25 +110,32 @@ def test_merged_policy_gives_base_plus_adapter_logits_in_transformers_and_vllm(l
             assert abs(lp.logprob - float(expected[token])) < 1e-3  # vLLM CPU kernels vs transformers
 
 
-def test_killed_training_resumes_from_its_checkpoint(loop, runs_dir):
+def test_killed_training_resumes_to_the_uninterrupted_result(loop, runs_dir):
+    """SIGKILL stage 03 once a checkpoint is whole; the rerun resumes from it and ends where the loop's
+    uninterrupted iteration 1 (same pairs, params and seed; checkpoints every 4 steps) ended: the same
+    losses at every step (1e-6) and the same adapter weights, bit for bit."""
+    from safetensors.torch import load_file
     run = runs_dir / "killed-dpo"
     shutil.copytree(loop / "iter_1" / "preference_data", run / "iter_1" / "preference_data")
     args = ["run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
-            *params_args(runs_dir=runs_dir, run_name="killed-dpo", save_steps=1, num_train_epochs=4, **LOOP)]
+            *params_args(runs_dir=runs_dir, run_name="killed-dpo", save_steps=1, **LOOP)]
     proc = subprocess.Popen([sys.executable, "-m", "nbutils", *args], cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = run / "iter_1" / "dpo_checkpoints"
+    first = run / "iter_1" / "dpo_checkpoints" / "checkpoint-2"
     deadline = time.time() + 300
-    while not list(checkpoints.glob("checkpoint-2/trainer_state.json")) and time.time() < deadline:
-        time.sleep(0.1)
+    while not (first.is_dir() and training.checkpoint_complete(first)) and time.time() < deadline:
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (run / "iter_1" / "adapter").exists()
+    assert not (run / "iter_1" / "adapter").exists(), "training ended before the kill"
     cli(*args)
-    m = metrics(run)["03_dpo_qlora"]
+    m, full = metrics(run)["03_dpo_qlora"], metrics(loop)["03_dpo_qlora"]
     assert m["resumed_from_checkpoint"] and int(m["resumed_from_checkpoint"].split("-")[1]) >= 2
-    full = metrics(loop)["03_dpo_qlora"]["global_steps"]
-    assert m["global_steps"] == 2 * full == len(m["steps"])  # 4 epochs here, 2 in the loop; each step once
+    assert m["global_steps"] == full["global_steps"] == len(m["steps"])  # each step once
+    np.testing.assert_allclose([s["loss"] for s in m["steps"]], [s["loss"] for s in full["steps"]], rtol=0, atol=1e-6)
+    assert m["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)  # over the whole run
+    resumed, whole = (load_file(r / "iter_1" / "adapter" / "adapter_model.safetensors") for r in (run, loop))
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
 
 
 def write_pairs(path, rows):

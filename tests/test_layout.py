@@ -4,7 +4,8 @@ import shutil
 import subprocess
 import sys
 
-from nbutils.files import REPO_ROOT, fresh_for
+from nbutils import manifests
+from nbutils.files import REPO_ROOT, fresh_for, write_json
 from nbutils.layout import RunFolder
 
 LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
@@ -33,7 +34,12 @@ def test_run_folder_layout(tmp_path):
     (run.policy(10) / "config.json").write_text("{}")
     (run.path / "iter_x").mkdir()
     assert run.iterations() == [1, 2, 10]
+    assert not run.has_policy(10), "a policy folder that stage 03 never committed"
+    commit = {"params_hash": "h", "inputs": {}, "outputs": manifests.record({"policy": run.policy(10)}, run.iteration(10))}
+    write_json(commit, run.manifest("03_dpo_qlora", 10))
     assert [run.has_policy(n) for n in (1, 10)] == [False, True]
+    (run.policy(10) / "config.json").write_text("{}  ")
+    assert not run.has_policy(10), "a policy whose files changed size since the commit"
     assert run.generations(3) == tmp_path / "r" / "iter_3" / "generations.parquet"
     assert run.leaderboard == tmp_path / "r" / "evaluation" / "leaderboard.csv"
 

@@ -29,9 +29,15 @@ def test_token_ids_match_transformers_4_exactly(blender):
     assert [blender.ranker_tokenizer(t)["input_ids"] for t in TEXTS] == EXPECTED["token_ids"]
 
 
-def test_scores_match_transformers_4_exactly(blender):
+def assert_scores(scores):
+    """The recorded scores within 1e-6: float32 sums may round differently on another CPU's BLAS;
+    the silent errors this guards against (fp16, other tokens) move them by 1e-3 or more."""
+    np.testing.assert_allclose(scores, np.array(EXPECTED["scores"], dtype=np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_scores_match_transformers_4_within_1e6(blender):
     scores = blender.rank(EXPECTED["prompts"], EXPECTED["candidates"], return_scores=True, batch_size=3)
-    np.testing.assert_array_equal(scores, np.array(EXPECTED["scores"], dtype=np.float32))
+    assert_scores(scores)
 
 
 def test_fixture_catches_both_silent_errors(blender):
@@ -73,4 +79,4 @@ def test_backbone_path_with_a_trap_word_loads_the_same(tmp_path, blender):
     shutil.copytree(FIXTURE, tmp_path / "philip-llama")
     other = pairrm_compat.load_blender(str(tmp_path / "philip-llama" / "ranker"))
     scores = other.rank(EXPECTED["prompts"], EXPECTED["candidates"], return_scores=True, batch_size=3)
-    np.testing.assert_array_equal(scores, np.array(EXPECTED["scores"], dtype=np.float32))
+    assert_scores(scores)

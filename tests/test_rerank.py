@@ -198,4 +198,4 @@ def test_killed_scoring_resumes_to_the_same_dataset(tiny_run, pairrm):
 def test_rerun_skips_the_finished_stage(tiny_run, runs_dir):
     out = cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
               *params_args(runs_dir=runs_dir, run_name="rerank", prompts_per_iteration=40, shard_size=8)).stdout
-    assert "02_rerank: done for these params, skipped" in out
+    assert "02_rerank: done for these params and inputs, skipped" in out

@@ -1,1 +1,2 @@
-"""Library shims, one per library, each tested: llm-blender under transformers 5, alpaca_eval offline."""
+"""Library shims, one per library, each tested: llm-blender under transformers 5, alpaca_eval offline,
+peft's resume of TRL's bf16 QLoRA adapters."""

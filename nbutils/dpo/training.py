@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from nbutils.compat import peft_resume
 from nbutils.files import fresh_for
 
 TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -86,9 +87,11 @@ def dpo_config(p: dict, settings: dict, output_dir: Path):
 
 def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, output_dir: Path, ref_model=None):
     from trl import DPOTrainer
-    return DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(stage.params, settings, output_dir),
-                      train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-                      peft_config=lora_config(stage.params))
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(stage.params, settings, output_dir),
+                         train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+                         peft_config=lora_config(stage.params))
+    trainer.add_callback(peft_resume.adapter_dtype_keeper(trainer.model))  # exact resume of QLoRA
+    return trainer
 
 
 def last_checkpoint(output_dir: Path, fingerprint: dict) -> str | None:
@@ -97,11 +100,21 @@ def last_checkpoint(output_dir: Path, fingerprint: dict) -> str | None:
     checkpoints made under another fingerprint."""
     fresh_for(output_dir, fingerprint, "params or pairs")
     for ckpt in sorted(output_dir.glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]), reverse=True):
-        if (ckpt / "trainer_state.json").exists():
+        if checkpoint_complete(ckpt):
             return str(ckpt)
         print(f"removing incomplete {ckpt.name}")
         shutil.rmtree(ckpt)
     return None
+
+
+def checkpoint_complete(ckpt: Path) -> bool:
+    """The trainer writes the RNG state, then ``trainer_state.json`` (not atomically): a checkpoint
+    is whole when both are there and the state parses."""
+    try:
+        json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(ckpt.glob("rng_state*.pth"))
 
 
 def fingerprint(stage, train) -> dict:
@@ -119,13 +132,28 @@ def train(trainer, stage, output_dir: Path, adapter_dir: Path) -> dict:
     result = trainer.train(resume_from_checkpoint=resume)
     stats = {"resumed_from_checkpoint": Path(resume).name if resume else None,
              "train_seconds": round(time.perf_counter() - t0, 2), "global_steps": result.global_step,
-             "train_loss": result.training_loss}
+             "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss),
+             "linear_4bit_layers": linear_4bit_layers(trainer.model)}
     if trainer.eval_dataset is not None:
         stats.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     with atomic_path(adapter_dir) as tmp:
         trainer.model.save_pretrained(tmp)
         trainer.processing_class.save_pretrained(tmp)
     return stats
+
+
+def linear_4bit_layers(model) -> int:
+    """bitsandbytes' 4-bit linear layers in ``model`` (what ``load_in_4bit`` made; peft's LoRA
+    wrappers of them are not counted)."""
+    import bitsandbytes as bnb
+    return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def whole_run_loss(log_history: list[dict], fallback: float) -> float:
+    """The mean loss of every optimizer step of the run, resumed ones included (the trainer's own
+    ``training_loss`` averages only the steps since the last resume); logged every step."""
+    losses = {r["step"]: r["loss"] for r in log_history if "loss" in r}
+    return sum(losses.values()) / len(losses) if losses else fallback
 
 
 def drop_checkpoints(output_dir: Path, keep: bool) -> dict:

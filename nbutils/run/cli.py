@@ -10,6 +10,7 @@ from nbutils.devices import DeviceError
 from nbutils.hub import HubError
 from nbutils.run.lock import RunLocked
 from nbutils.run.preflight import PreflightError
+from nbutils.run.runner import DiskFull
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except (P.ParamsError, DeviceError, HubError, PreflightError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # a stage failed: say where, not papermill's whole traceback
         if type(e).__name__ != "PapermillExecutionError":
             raise

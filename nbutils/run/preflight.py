@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT, repo_path
+from nbutils.files import REPO_ROOT, repo_path, size_text
 from nbutils.sources import hub_ids, looks_local
 
 
@@ -89,8 +89,8 @@ def resource_checks(values: dict, need: dict) -> list[Check]:
     elsewhere = f" (the hub cache, {cache}, is on another disk)" if cache.exists() and \
         cache.stat().st_dev != path.stat().st_dev else ""
     ram = psutil.virtual_memory().available / 2**30
-    return [Check("disk", free >= need["disk_gib"],
-                  f"{free:.1f} GiB free at {path}, the run writes ~{need['disk_gib']:.1f} GiB{elsewhere}"),
+    return [Check("disk", free >= need["disk_gib"], f"{size_text(free * 2**30)} free at {path}, the run writes "
+                  f"~{size_text(need['disk_gib'] * 2**30)}{elsewhere}"),
             Check("RAM", ram >= need["ram_gib"], f"{ram:.1f} GiB available, the run needs ~{need['ram_gib']:.1f} GiB")]
 
 

@@ -2,14 +2,18 @@
 
 Params are resolved and validated once, before any notebook (or model) starts;
 ``config.json`` records them with where each value came from. A stage whose
-manifest matches its params and whose outputs exist is skipped.
+manifest matches its params and its inputs and whose outputs are intact is skipped;
+any other reruns and the runner says why. The kernels import this checkout's
+``nbutils`` (``PYTHONPATH``), whichever checkout an editable install points at.
 """
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 from nbutils.run import params as P
-from nbutils.files import REPO_ROOT, write_json
+from nbutils.files import REPO_ROOT, size_text, write_json
 from nbutils.layout import RUN_STAGE_DIRS, RunFolder
 from nbutils.run.stage import stage_for
 
@@ -59,6 +63,14 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     if outside:
         raise P.ParamsError(f"--iterations: {outside} outside 1..{values['num_iterations']} "
                             f"(num_iterations {values['num_iterations']})")
+    before = min(iterations) - 1  # the policy the first iteration asked for samples from
+    if before and "01_generate" in stages and before not in iterations:
+        prior = stage_for("03_dpo_qlora", {**values, "iteration": before})
+        why = prior.why_not_done()
+        if why:
+            raise P.ParamsError(f"--iterations {','.join(map(str, iterations))}: iteration {min(iterations)} samples from "
+                                f"iteration {before}'s policy, which is not done ({why}: {prior.manifest_path}); "
+                                f"run --iterations {','.join(map(str, range(1, max(iterations) + 1)))}")
     from nbutils.run.lock import run_lock
     from nbutils.run.preflight import before_run
     first = stage_for(ITERATION_STAGES[0], {**values, "iteration": iterations[0]})
@@ -72,13 +84,38 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
         for params, name, label in todo:
             stage = stage_for(name, params)
             out = stage.out_dir / f"{name}.ipynb"
-            if stage.is_complete() and not force and name not in ALWAYS_RUN:
-                print(f"{label}: done for these params, skipped ({stage.manifest_path.name})")
-                continue
+            if name not in ALWAYS_RUN and not force:
+                why = stage.why_not_done()
+                if why is None:
+                    print(f"{label}: done for these params and inputs, skipped ({stage.manifest_path.name})")
+                    continue
+                if why != "not done yet":
+                    print(f"{label}: {why}, rerunning")
             stage.out_dir.mkdir(parents=True, exist_ok=True)
-            execute(name, out, stage.params, label, verbose)
+            try:
+                execute(name, out, stage.params, label, verbose)
+            except Exception as e:
+                if no_space(e):
+                    raise DiskFull(label, stage.out_dir, e) from None
+                raise
         print_summary(first.run_dir, iterations)
     return first.run_dir
+
+
+class DiskFull(OSError):
+    """A stage stopped because the disk filled: where, how much is free, what to do."""
+    def __init__(self, label: str, folder: Path, error: Exception):
+        free = size_text(shutil.disk_usage(folder).free)
+        detail = getattr(error, "evalue", None) or str(error)
+        super().__init__(f"{label}: the disk is full ({detail}); {free} free at {folder}. Free some space and run "
+                         "the same command again: committed stages are kept, finished shards and checkpoints resume, "
+                         "and nothing of this stage was committed")
+
+
+def no_space(error: Exception) -> bool:
+    """The disk filled: in this process (writing the executed notebook) or in the notebook's kernel."""
+    return (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
+        "No space left on device" in str(getattr(error, "evalue", ""))
 
 
 def print_summary(run_dir: Path, iterations: list[int]) -> Path:

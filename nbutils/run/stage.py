@@ -1,9 +1,11 @@
 """A stage's place in a run: its resolved params, its folder, its manifest.
 
-A notebook's resolve cell calls :func:`resolve_notebook`; its last cell calls
-:meth:`Stage.finish`, which records outputs and a hash of the params in a
-manifest. The runner skips a stage whose manifest matches its params and whose
-outputs all exist.
+A notebook's resolve cell calls :func:`resolve_notebook`, which removes the stage's
+manifest (nothing it writes is trusted until it commits); its last cell calls
+:meth:`Stage.finish`, which commits: a manifest of the params hash, the inputs'
+fingerprints and every output file's size and hash (``nbutils.manifests``). The runner
+skips a stage whose manifest matches its params and inputs and whose outputs are intact,
+and says why it reruns one that does not.
 """
 from __future__ import annotations
 
@@ -13,13 +15,20 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbutils import manifests
+from nbutils.run import lineage
 from nbutils.run import params as P
-from nbutils.files import read_json, repo_path, update_json, write_json
+from nbutils.files import repo_path, update_json, write_json
 from nbutils.layout import RunFolder
 
 
+# Where a run lives is not what it is: a run folder moved or copied whole is still done.
+LOCATION = ("runs_dir", "run_name")
+
+
 def params_hash(values: dict) -> str:
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+    what = {k: v for k, v in values.items() if k not in LOCATION}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class Stage:
 
     @property
     def manifest_path(self) -> Path:
-        return self.out_dir / f"{self.notebook}.manifest.json"
+        return self.run.manifest(self.notebook, self.params.get("iteration"))
 
     def table(self):
         """The resolved params with their help text, as a DataFrame."""
@@ -68,23 +77,35 @@ class Stage:
         return whole(pd.DataFrame([{"param": k, "value": repr(v), "help": vocab[k].help}
                                    for k, v in self.params.items()]).set_index("param"))
 
-    def is_complete(self) -> bool:
+    def why_not_done(self) -> str | None:
+        """None if this stage committed outputs that are intact, for these params and for inputs
+        (``nbutils.run.lineage``) that are still what they were; else why it must run."""
         try:
-            m = read_json(self.manifest_path)
-            return bool(m and m["params_hash"] == params_hash(self.params)
-                        and all(Path(p).exists() for p in m["outputs"].values()))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not a manifest
-            print(f"{self.manifest_path}: unreadable manifest ({type(e).__name__}: {e}); the stage reruns")
-            return False
+            m = manifests.read(self.manifest_path)
+        except ValueError as e:  # not JSON, or not a manifest
+            return f"{e}; rerunning"
+        if m is None:
+            return "not done yet"
+        if m["params_hash"] != params_hash(self.params):
+            return "params changed"
+        changed = lineage.changed(m["inputs"], lineage.inputs(self))
+        if changed:
+            return f"inputs changed ({', '.join(changed)})"
+        return manifests.problem(m["outputs"], self.manifest_path.parent, self.run_dir)
+
+    def is_complete(self) -> bool:
+        return self.why_not_done() is None
 
     def finish(self, outputs: dict[str, Path], metrics: dict) -> None:
-        """Record this stage's metrics (``metrics.json``, a section per stage) and manifest."""
+        """Commit: record this stage's metrics (``metrics.json``, a section per stage), then its
+        manifest (params hash, input fingerprints, each output file's size and hash), written last."""
         missing = [str(p) for p in outputs.values() if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{self.notebook}: outputs were not written: {missing}")
         update_json(self.out_dir / "metrics.json", self.notebook, metrics)
         write_json({"notebook": self.notebook, "params_hash": params_hash(self.params),
-                    "outputs": {k: str(v) for k, v in outputs.items()}}, self.manifest_path)
+                    "inputs": lineage.inputs(self), "outputs": manifests.record(outputs, self.out_dir)},
+                   self.manifest_path)
 
 
 def stage_for(notebook: str, values: dict) -> Stage:
@@ -119,5 +140,6 @@ def resolve_notebook(notebook: str, namespace: dict) -> Stage:
     stage = Stage(notebook, P.validate({k: namespace[k] for k in declared}, keys=declared))
     stage.device  # a GPU preset without a usable GPU stops here, before anything loads
     stage.out_dir.mkdir(parents=True, exist_ok=True)
+    stage.manifest_path.unlink(missing_ok=True)  # from here until finish() commits, nothing here is trusted
     write_json(stage.params, stage.out_dir / f"{notebook}.config.json")
     return stage
