@@ -61,7 +61,8 @@ def in_child(fn, *args, poll=None, every: float = 1.0, log: Path | None = None):
         earlier = still_running(Path(log).with_suffix(".pid"))
         if earlier:  # an earlier attempt's child, started by a kernel or runner that is not ours
             raise RuntimeError(f"an earlier attempt still works on {Path(log).parent} (pid {earlier}, see "
-                               f"{Path(log).with_suffix('.pid')}): let it finish, or stop it (kill {earlier}), then rerun")
+                               f"{Path(log).with_suffix('.pid')}): let it finish, or stop it "
+                               f"(kill {earlier}), then rerun")
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_child,
                                  initargs=(os.getpid(), str(log) if log else None)) as pool:

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nbutils import manifests
 from nbutils.compat import alpaca_eval as alpaca_compat
 
 from nbutils.evaluate import answers as eval_outputs
@@ -12,6 +13,7 @@ from nbutils.evaluate import answers as eval_outputs
 from nbutils.evaluate import judging as evaluation
 from nbutils.run import params as P
 from nbutils.generate.prompts import PromptError, load_prompt_source
+from nbutils.files import write_json
 from nbutils.run.stage import stage_for
 from tests.conftest import cli
 
@@ -78,6 +80,11 @@ def test_missing_models_are_named_and_mismatched_instructions_are_clear_errors(t
     assert "no model yet for iteration(s) [1, 2, 3]" in capsys.readouterr().out
     stage.run.policy(2).mkdir(parents=True)
     (stage.run.policy(2) / "config.json").write_text("{}")
+    assert [name for name, _ in eval_outputs.models_of_run(stage)] == ["base"]  # not committed by stage 03
+    capsys.readouterr()
+    write_json({"params_hash": "h", "inputs": {}, "outputs": manifests.record({"policy": stage.run.policy(2)},
+                                                                              stage.run.iteration(2))},
+               stage.run.manifest("03_dpo_qlora", 2))
     assert [name for name, _ in eval_outputs.models_of_run(stage)] == ["base", "iteration 2"]
     assert "iteration(s) [1, 3]" in capsys.readouterr().out
     ref = pd.DataFrame({"instruction": ["a", "b"], "output": ["x", "y"], "generator": "ref"})

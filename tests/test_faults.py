@@ -143,7 +143,7 @@ def test_an_upstream_param_change_reruns_what_reads_it_and_says_why(loop_copy):
     stage, run = loop_copy
     proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
                "-p", "temperature", "0.9", "--iterations", "1", "--stages", "01_generate,02_rerank")
-    assert "iteration 1 · 01_generate: params changed, rerunning" in proc.stdout
+    assert "iteration 1 · 01_generate: params changed (temperature), rerunning" in proc.stdout
     assert "iteration 1 · 02_rerank: inputs changed (iter_1/generations.parquet), rerunning" in proc.stdout
     generations = pd.read_parquet(run / "iter_1" / "generations.parquet")
     pairs = pd.read_parquet(next((run / "iter_1" / "preference_data").rglob("train*.parquet")))

@@ -37,7 +37,8 @@ def source(name: str, repo_type: str) -> str:
         if path.is_file():
             return f"file:{manifests.file_sha256(path)[:16]}"
         if path.is_dir():
-            listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in manifests.files_of(path)]
+            listing = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in manifests.files_of(path)]
             return f"folder:{hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}"
         return "missing"
     if k == "hub" and HUB_ID.match(name):

@@ -68,7 +68,8 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
         prior = stage_for("03_dpo_qlora", {**values, "iteration": before})
         why = prior.why_not_done()
         if why:
-            raise P.ParamsError(f"--iterations {','.join(map(str, iterations))}: iteration {min(iterations)} samples from "
+            asked = ",".join(map(str, iterations))
+            raise P.ParamsError(f"--iterations {asked}: iteration {min(iterations)} samples from "
                                 f"iteration {before}'s policy, which is not done ({why}: {prior.manifest_path}); "
                                 f"run --iterations {','.join(map(str, range(1, max(iterations) + 1)))}")
     from nbutils.run.lock import run_lock

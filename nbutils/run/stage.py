@@ -26,9 +26,13 @@ from nbutils.layout import RunFolder
 LOCATION = ("runs_dir", "run_name")
 
 
+def identity(values: dict) -> dict:
+    """The params that make a stage's work what it is (all but where the run lives)."""
+    return {k: v for k, v in values.items() if k not in LOCATION}
+
+
 def params_hash(values: dict) -> str:
-    what = {k: v for k, v in values.items() if k not in LOCATION}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(identity(values), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -83,11 +87,13 @@ class Stage:
         try:
             m = manifests.read(self.manifest_path)
         except ValueError as e:  # not JSON, or not a manifest
-            return f"{e}; rerunning"
+            return str(e)
         if m is None:
             return "not done yet"
         if m["params_hash"] != params_hash(self.params):
-            return "params changed"
+            then, now = m.get("params", {}), identity(self.params)
+            keys = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+            return f"params changed ({', '.join(keys)})" if keys else "params changed"
         changed = lineage.changed(m["inputs"], lineage.inputs(self))
         if changed:
             return f"inputs changed ({', '.join(changed)})"
@@ -103,7 +109,7 @@ class Stage:
         if missing:
             raise FileNotFoundError(f"{self.notebook}: outputs were not written: {missing}")
         update_json(self.out_dir / "metrics.json", self.notebook, metrics)
-        write_json({"notebook": self.notebook, "params_hash": params_hash(self.params),
+        write_json({"notebook": self.notebook, "params_hash": params_hash(self.params), "params": identity(self.params),
                     "inputs": lineage.inputs(self), "outputs": manifests.record(outputs, self.out_dir)},
                    self.manifest_path)
 
