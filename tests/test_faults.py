@@ -142,8 +142,10 @@ def test_later_iterations_without_the_earlier_policy_are_refused(loop_copy):
 def test_an_upstream_param_change_reruns_what_reads_it_and_says_why(loop_copy):
     stage, run = loop_copy
     proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
-               "-p", "temperature", "0.9", "--iterations", "1", "--stages", "01_generate,02_rerank")
-    assert "iteration 1 · 01_generate: params changed (temperature), rerunning" in proc.stdout
+               *params_args(temperature=0.9, prompts_per_iteration=8, backend="hf"),  # smaller, to be quick
+               "--iterations", "1", "--stages", "01_generate,02_rerank")
+    assert ("iteration 1 · 01_generate: params changed (backend, prompts_per_iteration, temperature), rerunning"
+            in proc.stdout)
     assert "iteration 1 · 02_rerank: inputs changed (iter_1/generations.parquet), rerunning" in proc.stdout
     generations = pd.read_parquet(run / "iter_1" / "generations.parquet")
     pairs = pd.read_parquet(next((run / "iter_1" / "preference_data").rglob("train*.parquet")))
@@ -183,8 +185,8 @@ def small_disk(tmp_path):
 
 def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_disk):
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
-            "01_generate", *params_args(runs_dir=small_disk, backend="hf", prompts_per_iteration=12, shard_size=3,
-                                        num_samples=2, max_new_tokens=32)]
+            "01_generate", *params_args(runs_dir=small_disk, backend="hf", prompts_per_iteration=8, shard_size=2,
+                                        num_samples=2, max_new_tokens=24)]
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shards = small_disk / "tiny" / "iter_1" / "generations.parquet.shards"
     deadline = time.time() + 300
@@ -206,4 +208,4 @@ def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_d
     ballast.unlink()
     subprocess.run(args, cwd=REPO_ROOT, check=True, capture_output=True)
     m = json.loads((small_disk / "tiny" / "iter_1" / "metrics.json").read_text())["01_generate"]
-    assert m["shards_resumed"] == kept >= 1 and m["prompts"] == 12
+    assert m["shards_resumed"] == kept >= 1 and m["prompts"] == 8
