@@ -14,18 +14,21 @@ run machinery (``nbutils.run``)
     report       ``runs/<run>/report.html`` and the per-iteration summary
     preflight    can this machine run this preset? (CUDA, versions, disk, RAM, hub)
     plan         the run's work, memory and hours, before it starts
-    cli          ``python -m nbutils`` (run, validate, report, preflight, params, tiny)
+    commands     ``evaluate`` (any model_outputs.json) and ``calibrate-judge`` (offline judge vs GPT-4-turbo)
+    cli          ``python -m nbutils`` (run, validate, report, preflight, evaluate, calibrate-judge, params, tiny)
 stages, in loop order (a stage may use the ones before it)
     generate     01: prompts, the policy of an iteration (policies), sampling (vLLM or
                  transformers: backends), N answers per prompt in shards (sampling)
     rerank       02: rankers (PairRM, reward models, functions), scoring (ranking), pair
                  selection (pairs), the Snorkel-schema dataset (dataset)
     dpo          03: the pairs as TRL reads them (data), DPO with (Q)LoRA (training), the merge
-    evaluate     04: every model answers the eval set (answers); judges and the leaderboard (judging)
+    evaluate     04: every model answers the eval set (answers); judges, LC by GLM, published outputs and
+                 the leaderboard (judging); the offline judge against GPT-4-turbo (calibration)
     length       05: answer length across iterations (analysis) and its figures
     figures      stages 01-04's figures
 the toy world and the shims
-    twins        hub twins: local replicas of the hub repos (build) and their server (mirror)
+    twins        hub twins: local replicas of the hub repos (build), their server (mirror), and
+                 alpaca_eval's GitHub results/ folder (github)
     tiny         the CPU presets' world: corpus, tiny policy, tiny PairRM, their build cache
     compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval,
                  peft_resume (exact resume of QLoRA training)
@@ -33,6 +36,7 @@ foundations
     shards, processes, memory   resumable sharded work; child processes; memory reports
     logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)
     hub, layout, devices, tables   the hub; the run folder's paths; the device check; notebook tables
+    published    the leaderboard's published outputs and GPT-4-turbo annotations (downloaded once)
     sources, ids                what a name is (tiny, local, function, hub id); stable ids and seeds
     files        repo-relative paths, atomic writes
     manifests    what a stage committed: each output file's size and hash

@@ -72,21 +72,57 @@ def training_curves(steps: list[dict], path, title: str = "DPO training"):
 
 
 def leaderboard_bars(board, path, title: str = "Win rate against the reference"):
-    """Win rate and LC win rate per row, grouped by judge; anchors hatched."""
+    """One panel per judge (its label the panel's title): win rate ± SE and each LC that has
+    values, named by its GLM; within a panel, rows of published outputs are hatched."""
     import numpy as np
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(board) + 1.2))
-    y = np.arange(len(board))
-    from nbutils.evaluate.judging import is_anchor
-    anchors = is_anchor(board)
-    ax.barh(y + 0.2, board["win_rate"], 0.4, xerr=board["standard_error"], color="#4C72B0", label="win rate",
-            hatch=None)
-    ax.barh(y - 0.2, board["lc_win_rate"], 0.4, color="#DD8452", label="LC win rate")
-    for i in np.flatnonzero(anchors.values):
-        for patch in ax.patches[i::len(board)]:
-            patch.set_hatch("//")
-    ax.set_yticks(y, [f"{m}\n[{j}]" for m, j in zip(board["model"], board["judge"])], fontsize=7)
-    ax.axvline(50, color="grey", lw=1, ls="--")
-    ax.invert_yaxis()
-    ax.set(xlabel="% (hatched: the AlpacaEval 2.0 leaderboard's own numbers)", title=title)
-    ax.legend(loc="lower right")
+
+    from nbutils.evaluate.judging import LC, PUBLISHED
+    judges = list(dict.fromkeys(board["judge"]))
+    measures = [("win_rate", "win rate", "#4C72B0")] + [
+        (c, f"LC, {glm} GLM", color) for (c, glm), color in zip(LC.items(), ["#DD8452", "#55A868"])
+        if c in board and board[c].notna().any()]
+    sizes = [int((board["judge"] == j).sum()) for j in judges]
+    fig, axes = plt.subplots(len(judges), 1, figsize=(9, 0.5 * len(board) * len(measures) / 2 + 1.2 * len(judges)),
+                             sharex=True, squeeze=False, gridspec_kw={"height_ratios": sizes})
+    height = 0.8 / len(measures)
+    for ax, judge in zip(axes[:, 0], judges):
+        rows = board[board["judge"] == judge].reset_index(drop=True)
+        y = np.arange(len(rows))
+        for k, (col, label, color) in enumerate(measures):
+            values = rows[col].astype(float)
+            bars = ax.barh(y - 0.4 + height * (k + 0.5), values.fillna(0), height, color=color, label=label,
+                           xerr=rows["standard_error"] if col == "win_rate" else None)
+            for bar, kind, v in zip(bars, rows.get("kind", [""] * len(rows)), values):
+                bar.set_hatch("//" if kind == PUBLISHED else None)
+                bar.set_visible(v == v)
+        ax.set_yticks(y, rows["model"], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(50, color="grey", lw=1, ls="--")
+        ax.set_title(f"judge: {judge}", fontsize=9, loc="left")
+    from matplotlib.patches import Patch
+    handles = [Patch(color=color, label=label) for _, label, color in measures]
+    if (board.get("kind") == PUBLISHED).any():
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//",
+                             label="published outputs of a leaderboard model"))
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="lower right")
+    axes[-1, 0].set_xlabel("% (each panel: one judge; 50: as good as that panel's reference)")
+    fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def calibration_scatter(table, path, judge: str):
+    """Per model: the offline judge's win rate (y) against GPT-4-turbo's (x), and each LC likewise."""
+    cols = [c.removesuffix("_offline") for c in table.columns if c.endswith("_offline")]
+    fig, axes = plt.subplots(1, len(cols), figsize=(5 * len(cols), 4.2), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        x, y = table[f"{col}_gpt4"], table[f"{col}_offline"]
+        ax.scatter(x, y, color="#4C72B0")
+        for model in table.index:
+            ax.annotate(model, (x[model], y[model]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--")
+        name = "win rate" if col == "win_rate" else f"LC ({col.removeprefix('lc_')} GLM)"
+        ax.set(xlabel=f"{name}, judge GPT-4-turbo (%)", ylabel=f"{name}, judge {judge} (%)", title=name)
+    fig.suptitle("Offline judge vs the leaderboard's GPT-4-turbo, same outputs and reference", y=1.0)
+    fig.tight_layout()
     return save(fig, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))  # built tiny models, downloads
 
 
 def repo_path(path: str | os.PathLike) -> Path:

@@ -45,6 +45,16 @@ class RunFolder:
     def length_analysis(self) -> Path:
         return self.stage_dir("05_length_analysis")
 
+    @property
+    def calibration(self) -> Path:
+        """``python -m nbutils calibrate-judge``: the offline judge against GPT-4-turbo."""
+        return self.path / "judge_calibration"
+
+    @property
+    def evaluated(self) -> Path:
+        """``python -m nbutils evaluate``: rows of model_outputs.json files from anywhere."""
+        return self.path / "evaluated"
+
     def iteration(self, n: int) -> Path:
         return self.path / f"iter_{n}"
 

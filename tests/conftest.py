@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from nbutils.files import REPO_ROOT
+from nbutils.files import CACHE_DIR, REPO_ROOT
 
 PRESETS = sorted((REPO_ROOT / "params").glob("*.yaml"))
 
@@ -63,7 +63,7 @@ def chromium() -> str:
     return path
 
 
-LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16)
+LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16, eval_instructions=48, best_of_n=4)
 
 
 @pytest.fixture(scope="session")
@@ -85,16 +85,22 @@ def loop_lc(loop, runs_dir):
 
 @pytest.fixture(scope="session")
 def hub_twins(tmp_path_factory):
-    """The hub twins (``nbutils.twins.build``) served by olah on 127.0.0.1 (``nbutils.twins.mirror``), and the environment a
-    client needs to reach them: ``HF_ENDPOINT``, a fresh ``HF_HOME``, no token, and a dead proxy
-    for every other host, so a request that would leave this machine fails instead."""
-    from nbutils.twins import mirror as hub_mirror
+    """The hub twins (``nbutils.twins.build``) served by olah on 127.0.0.1 (``nbutils.twins.mirror``), alpaca_eval's
+    GitHub ``results/`` twin (``nbutils.twins.github``), and the environment a client needs to reach them:
+    ``HF_ENDPOINT``, ``NBUTILS_GITHUB_RAW``, a fresh ``HF_HOME`` and ``NBUTILS_CACHE`` (the tiny models
+    linked in), no token, and a dead proxy for every other host, so a request that would leave this machine
+    fails instead."""
     from nbutils.twins import build as hub_twins
+    from nbutils.twins import github as github_twin
+    from nbutils.twins import mirror as hub_mirror
     root = tmp_path_factory.mktemp("hub")
     hub_twins.build(root)
-    with hub_mirror.serve(root) as endpoint:
+    with hub_mirror.serve(root) as endpoint, github_twin.serve(github_twin.build(root)) as raw:
         env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE")}
-        env.update(HF_ENDPOINT=endpoint, HF_HOME=str(root / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",
+        (root / "cache").mkdir()
+        (CACHE_DIR / "tiny").mkdir(parents=True, exist_ok=True)
+        (root / "cache" / "tiny").symlink_to(CACHE_DIR / "tiny", target_is_directory=True)
+        env.update(HF_ENDPOINT=endpoint, NBUTILS_GITHUB_RAW=raw, NBUTILS_CACHE=str(root / "cache"), HF_HOME=str(root / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",
                    HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
                    http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
                    NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")

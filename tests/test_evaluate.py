@@ -1,5 +1,8 @@
-"""Stage 04: AlpacaEval-style evaluation, offline judge, LC win rate, best-of-N, anchors."""
+"""Stage 04: AlpacaEval-style evaluation, offline judge, LC win rates by GLM, best-of-N, anchors,
+the evaluate and calibrate-judge commands."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,10 +18,12 @@ from nbutils.run import params as P
 from nbutils.generate.prompts import PromptError, load_prompt_source
 from nbutils.files import write_json
 from nbutils.run.stage import stage_for
-from tests.conftest import cli
+from nbutils.files import REPO_ROOT
+from tests.conftest import TWIN_SIZES, cli, params_args
 
 ANCHORS = {"Mistral-7B-Instruct-v0.2": 14.72, "Snorkel-Mistral-PairRM-DPO": 30.22,
            "Snorkel-Mistral-PairRM-DPO-best-of-16": 34.86}
+ANCHORS_PUBLISHED = ["Mistral-7B-Instruct-v0.2", "Snorkel-Mistral-PairRM-DPO", "SPPO-Mistral7B-PairRM"]
 
 
 def synthetic_annotations(quality: float, length_bias: float, n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -45,7 +50,7 @@ def test_lc_win_rate_removes_a_known_length_bias():
 
 
 def test_anchor_rows_come_from_the_shipped_leaderboard():
-    board = alpaca_compat.anchors().set_index("model")
+    board = alpaca_compat.leaderboard_rows(list(ANCHORS)).set_index("model")
     for model, rate in ANCHORS.items():
         assert round(board.loc[model, "win_rate"], 2) == rate
 
@@ -102,9 +107,111 @@ def test_final_iteration_beats_the_base_under_the_runs_judge(loop):
     final = board.loc["iteration 2"]
     assert final["win_rate"] - 50 > 2 * final["standard_error"] > 0
     assert board.loc["base", "win_rate"] == 50.0  # the base against itself
-    assert "iteration 2 best-of-8" in board.index and final["judge"].startswith("offline: tiny-pairrm")
+    assert "iteration 2 best-of-4" in board.index and final["judge"].startswith("offline: tiny-pairrm")
     assert set(ANCHORS) <= set(board.index) and m["official_judge"]["base"].startswith("not requested")
-    for name in ("base", "iteration_1", "iteration_2", "iteration_2_best_of_8"):
+    # not AlpacaEval: the minimal GLM for this run's rows, the leaderboard's v1 for its own; no published rows
+    assert board.loc["base", "lc_v1"] != board.loc["base", "lc_v1"] and m["lc_glms"] == ["length_controlled_minimal"]
+    assert set(board["kind"]) == {"this run", "leaderboard"} and board.loc[list(ANCHORS), "lc_v1"].notna().all()
+    assert m["base_reproduction"] is None
+    summary = (loop.parent / "loop.log").read_text()
+    assert "lc_minimal: LC win rate by alpaca_eval's length_controlled_minimal GLM" in summary
+    assert "lc_v1: LC win rate by alpaca_eval's length_controlled_v1 GLM" in summary
+    for name in ("base", "iteration_1", "iteration_2", "iteration_2_best_of_4"):
         outputs = alpaca_compat.read_model_outputs(loop / "evaluation" / name / "model_outputs.json")
-        assert len(outputs) == 96 and outputs["output"].str.strip().ne("").mean() > 0.9
+        assert len(outputs) == 48 and outputs["output"].str.strip().ne("").mean() > 0.9
     assert (loop / "evaluation" / "04_leaderboard.png").stat().st_size > 10000
+
+
+ALPACA = REPO_ROOT.parent / "shared" / "alpaca_eval"
+# Leaderboard LC minus LC from the same GPT-4-turbo annotations, per GLM: minimal (no instruction
+# difficulty, no regularisation) and v1 with the twin's df_gamed.csv (nbutils.twins.build._gamed_csv)
+LC_GAP = {"claude-2": (8.6, -0.3), "gpt-3.5-turbo-1106": (18.5, 1.6), "FuseChat-Llama-3.1-8B-Instruct": (-0.4, -1.4),
+          "alpaca-7b": (13.7, 1.8), "Qwen-14B-Chat": (8.2, 1.0)}
+GAPS = """
+import json, sys, pandas as pd
+from nbutils.compat import alpaca_eval as ac
+board = ac.leaderboard_rows(sys.argv[1:]).set_index("model")  # argv[0] is -c
+out = {}
+for m in sys.argv[1:]:
+    ann = pd.read_json(f"{FOLDER}/{m}.json").assign(index=range(805))
+    ann["preference"] = ann["preference"].astype(float)
+    rates = {g: ac.win_rates(ann, g) for g in (ac.MINIMAL, ac.V1)}
+    out[m] = [rates[ac.MINIMAL]["win_rate"] - board.loc[m, "win_rate"]] + [
+        rates[g]["length_controlled_winrate"] - board.loc[m, "lc_v1"] for g in (ac.MINIMAL, ac.V1)]
+print(json.dumps(out))
+"""
+
+
+def test_win_rates_reproduce_the_leaderboard_and_each_glms_lc_gap_is_as_measured(hub_twins, tmp_path):
+    """On the leaderboard's own GPT-4-turbo annotations: the win rate is the leaderboard's; the minimal
+    GLM's LC is far from the leaderboard's LC, v1 (with the twin's df_gamed.csv) within 2 points."""
+    code = GAPS.replace("{FOLDER}", str(ALPACA / "annotations"))
+    proc = subprocess.run([sys.executable, "-c", code, *LC_GAP], cwd=REPO_ROOT, env=hub_twins.env, text=True,
+                          capture_output=True, check=True)
+    gaps = json.loads(proc.stdout.strip().splitlines()[-1])
+    for model, (minimal, v1) in LC_GAP.items():
+        wr_gap, minimal_gap, v1_gap = gaps[model]
+        assert abs(wr_gap) < 0.01, model
+        assert round(minimal_gap, 1) == pytest.approx(minimal, abs=0.11), model
+        assert round(v1_gap, 1) == pytest.approx(v1, abs=0.11) and abs(v1_gap) < 2.0, model
+
+
+def test_evaluate_cli_judges_published_outputs_on_alpaca_eval(hub_twins, runs_dir):
+    files = [str(ALPACA / "outputs" / f"{m}.json") for m in ANCHORS_PUBLISHED]
+    proc = cli("evaluate", *files, "-f", "params/tiny.yaml", *params_args(
+        runs_dir=runs_dir, run_name="evaluated", eval_dataset="tatsu-lab/alpaca_eval", eval_split="eval",
+        eval_instructions=6), env=hub_twins.env)
+    board = pd.read_csv(runs_dir / "evaluated" / "evaluated" / "leaderboard.csv").set_index("file")
+    assert list(board.index) == files and set(board["n"]) == {6}
+    assert set(board["judge"]) == {"offline: tiny-pairrm vs gpt4_1106_preview"}
+    assert board[["win_rate", "standard_error", "lc_v1", "lc_minimal", "avg_length"]].notna().all().all()
+    assert "lc_v1: LC win rate by alpaca_eval's length_controlled_v1 GLM" in proc.stdout
+    assert "lc_minimal: LC win rate by alpaca_eval's length_controlled_minimal GLM" in proc.stdout
+
+
+def test_evaluate_cli_names_what_is_wrong_with_a_file(tmp_path, runs_dir):
+    reference = json.loads((ALPACA / "reference_gpt4_1106_preview.json").read_text())[:5]
+    args = ["-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="bad-input", eval_instructions=5,
+                                                   reference_outputs=str(ALPACA / "reference_gpt4_1106_preview.json"))]
+    cases = {"not_json.json": ("[{", "not JSON (line 1"),
+             "no_output.json": (json.dumps([{"instruction": r["instruction"]} for r in reference]), "row 0 has no output"),
+             "other.json": (json.dumps([{"instruction": "Say hi.", "output": "Hi"}] + [
+                 {"instruction": r["instruction"], "output": "x"} for r in reference[1:]]),
+                 "1 of the first 5 differ; first at row 0: 'Say hi.'")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        proc = cli("evaluate", str(tmp_path / name), *args, check=False)
+        assert proc.returncode == 2 and f"{tmp_path / name}: " in proc.stderr and message in proc.stderr, proc.stderr
+    empty = tmp_path / "mine" / "model_outputs.json"
+    empty.parent.mkdir()
+    empty.write_text(json.dumps([{"instruction": r["instruction"], "output": "" if i == 1 else r["output"][:200]}
+                                 for i, r in enumerate(reference)]))
+    proc = cli("evaluate", str(empty), *args)
+    assert "1 of 5 outputs are empty" in proc.stdout
+    row = pd.read_csv(runs_dir / "bad-input" / "evaluated" / "leaderboard.csv").iloc[0]
+    assert row["model"] == "mine" and row["empty"] == 1 and row["n"] == 5 and pd.isna(row["lc_v1"])
+    assert 0 <= row["lc_minimal"] <= 100
+
+
+def test_calibrate_judge_against_gpt4_turbo_on_the_twins(twin_snorkel, hub_twins, runs_dir):
+    """The snorkel preset's judge (the PairRM twin) on the five models' published judgments, 8 instructions;
+    the report of the run gains the section."""
+    proc = cli("calibrate-judge", "-f", "params/snorkel.yaml", "-f", TWIN_SIZES,
+               *params_args(runs_dir=runs_dir, calibration_bootstrap=10), env=hub_twins.env)
+    out = twin_snorkel / "judge_calibration"
+    table = pd.read_csv(out / "per_model.csv", index_col=0)
+    assert list(table.index) == list(LC_GAP) and set(table["n"]) == {8}
+    assert table["agreement"].between(0, 100).all()
+    assert table["leaderboard_win_rate"].round(2).loc["claude-2"] == 17.19  # whole-set number, for reference
+    corr = pd.read_csv(out / "correlations.csv")
+    assert set(corr["measure"]) == {"win_rate", "lc_v1", "lc_minimal", "agreement (%)"}
+    assert corr.query("measure == 'win_rate' or measure == 'agreement (%)'")["value"].notna().all()
+    defined = corr.dropna(subset=["value"])
+    assert (defined["ci_low"] <= defined["ci_high"]).all() and set(corr["resamples"]) == {10}
+    # a NaN correlation only where one judge gave every model the same value
+    for measure in set(corr.loc[corr["value"].isna(), "measure"]):
+        assert table[f"{measure}_offline"].nunique() == 1 or table[f"{measure}_gpt4"].nunique() == 1
+    assert "llm-blender/PairRM vs weighted_alpaca_eval_gpt4_turbo" in proc.stdout
+    cli("report", "-f", "params/snorkel.yaml", "-f", TWIN_SIZES, *params_args(runs_dir=runs_dir), env=hub_twins.env)
+    report = (twin_snorkel / "report.html").read_text()
+    assert "Judge calibration" in report and "judge_calibration/judge_calibration.png" in report

@@ -59,12 +59,26 @@ def test_snorkel_preset_runs_all_five_stages_on_the_twins(twin_snorkel, hub_twin
         assert not (run / f"iter_{n}" / "dpo_checkpoints").exists()
     # stage 04 judged with PairRM against AlpacaEval's GPT-4-turbo reference, in the leaderboard's order
     board = pd.read_csv(run / "evaluation" / "leaderboard.csv")
-    ours = board[board["judge"] == "offline: llm-blender/PairRM vs gpt4_1106_preview"]
+    ours = board[(board["judge"] == "offline: llm-blender/PairRM vs gpt4_1106_preview") & (board["kind"] == "this run")]
     assert list(ours["model"]) == ["base", "iteration 1", "iteration 2", "iteration 2 best-of-2"]
     assert set(ours["n"]) == {8}
     reference = json.loads((ALPACA / "reference_gpt4_1106_preview.json").read_text())
     outputs = json.loads((run / "evaluation" / "iteration_2" / "model_outputs.json").read_text())
     assert [o["instruction"] for o in outputs] == [r["instruction"] for r in reference[:8]]
+    # on AlpacaEval: both GLMs for the offline rows, and the published outputs under the same judge
+    assert ours[["lc_v1", "lc_minimal"]].notna().all().all()
+    published = board[board["kind"] == "published outputs"].set_index("model")
+    assert list(published.index) == ["Mistral-7B-Instruct-v0.2", "Snorkel-Mistral-PairRM-DPO", "SPPO-Mistral7B-PairRM"]
+    assert set(published["judge"]) == set(ours["judge"]) and set(published["n"]) == {8}
+    snorkel = json.loads((ALPACA / "outputs" / "Snorkel-Mistral-PairRM-DPO.json").read_text())[:8]
+    assert published.loc["Snorkel-Mistral-PairRM-DPO", "avg_length"] == pytest.approx(
+        sum(len(o["output"]) for o in snorkel) / 8)
+    leaderboard = board[board["kind"] == "leaderboard"]
+    assert set(leaderboard["judge"]) == {"AlpacaEval 2.0 (GPT-4-turbo), leaderboard"} and leaderboard["lc_minimal"].isna().all()
+    check = json.loads((run / "evaluation" / "metrics.json").read_text())["04_evaluate"]["base_reproduction"]
+    assert check["published"] == "Mistral-7B-Instruct-v0.2" and check["n"] == 8 and 0 <= check["win_rate"] <= 100
+    report = (run / "report.html").read_text()
+    assert "Base reproduced?" in report and "length_controlled_v1 GLM" in report and "length_controlled_minimal GLM" in report
 
 
 def test_ultrafeedback_preset_generates_and_reranks_on_the_twins(hub_twins, runs_dir):

@@ -1,1 +1,2 @@
-"""Stage 04: every model answers the eval set; judges, win rates, LC and the leaderboard."""
+"""Stage 04: every model answers the eval set; judges, win rates, LC by GLM, the leaderboard;
+the judge's calibration against GPT-4-turbo."""

@@ -110,6 +110,12 @@ def pick_best(stage, prompts, ranker, name: str, samples: list[list[str]], out_d
     return save_outputs(stage, out_dir, name, prompts["prompt"], best)
 
 
+def on_alpaca_eval(stage) -> bool:
+    """The eval set is AlpacaEval's and the reference its GPT-4-turbo outputs: the leaderboard's
+    LC GLM, its published outputs and its judgments apply."""
+    return stage["eval_dataset"] == ALPACA_EVAL and stage["reference_outputs"] == "auto"
+
+
 def reference_outputs(stage, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """``auto``: AlpacaEval's GPT-4-turbo outputs on AlpacaEval, else the base model's;
     ``base``; or a ``model_outputs.json`` path. Cut to the eval set's first ``eval_instructions``."""

@@ -1,6 +1,7 @@
-"""Stage 04's judging: a judge compares each model's outputs with a reference's; win
-rate, standard error and length-controlled win rate as AlpacaEval computes them;
-the leaderboard beside the anchors, every row labelled by its judge.
+"""Stage 04's judging: a judge compares each model's outputs with a reference's; win rate,
+standard error and length-controlled (LC) win rates as alpaca_eval computes them, each LC
+named by its GLM; the published outputs of the leaderboard's models judged the same way;
+the leaderboard's own rows beside them, every row labelled by its judge.
 """
 from __future__ import annotations
 
@@ -10,22 +11,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nbutils.compat.alpaca_eval import MINIMAL, V1
+
 OFFLINE = "offline: {judge} vs {reference}"
 OFFICIAL = "AlpacaEval 2.0 (GPT-4-turbo)"
-ANCHOR = f"{OFFICIAL}, leaderboard"  # the judge label of the leaderboard's own rows
+LEADERBOARD = f"{OFFICIAL}, leaderboard"  # the judge label of the leaderboard's own rows
+RUN, PUBLISHED, BOARD = "this run", "published outputs", "leaderboard"  # the ``kind`` of a row
+LC = {"lc_v1": V1, "lc_minimal": MINIMAL}  # LC column -> alpaca_eval's GLM
+LC_NOTES = {
+    "lc_v1": f"LC win rate by alpaca_eval's {V1} GLM, the leaderboard's: length term plus AlpacaEval's "
+             "instruction difficulty, regularised toward verbose/concise GPT-4-turbo baselines (both from "
+             "GPT-4-turbo's judgments, in the hub's df_gamed.csv); AlpacaEval only",
+    "lc_minimal": f"LC win rate by alpaca_eval's {MINIMAL} GLM: length term and intercept, fit on this "
+                  "judge's preferences alone; any eval set"}
+COLUMNS = ["model", "kind", "judge", "win_rate", "standard_error", "lc_v1", "lc_minimal", "avg_length", "empty", "n"]
 
 
-def is_anchor(board: pd.DataFrame) -> pd.Series:
-    """Which leaderboard rows are the AlpacaEval leaderboard's own numbers (not this run's)."""
-    return board["judge"] == ANCHOR
+def glms(on_alpaca_eval: bool) -> list[str]:
+    """The GLMs that apply: the leaderboard's and the minimal one on AlpacaEval, else the minimal one."""
+    return [V1, MINIMAL] if on_alpaca_eval else [MINIMAL]
 
 
-def check_same_instructions(model: pd.DataFrame, reference: pd.DataFrame, name: str) -> None:
-    if list(model["instruction"]) != list(reference["instruction"]):
-        missing = set(reference["instruction"]) ^ set(model["instruction"])
-        raise ValueError(f"{name}: its instructions differ from the reference's ({len(model)} vs "
-                         f"{len(reference)} rows, {len(missing)} not in both, or in another order); "
-                         f"a win rate needs the same instruction set")
+def check_outputs(model: pd.DataFrame, reference: pd.DataFrame, name: str) -> None:
+    """``model`` answers the reference's instructions, in order, with an ``output`` each."""
+    missing = [c for c in ("instruction", "output") if c not in model.columns]
+    if missing:
+        raise ValueError(f"{name}: no {missing} field; a model_outputs.json is a list of "
+                         '{"instruction": ..., "output": ..., "generator": ...} rows')
+    if model["output"].isna().any():
+        raise ValueError(f"{name}: row {int(np.flatnonzero(model['output'].isna())[0])} has no output "
+                         f"({int(model['output'].isna().sum())} rows in all); write \"\" for an empty answer")
+    if len(model) != len(reference) or list(model["instruction"]) != list(reference["instruction"]):
+        differ = [i for i, (a, b) in enumerate(zip(model["instruction"], reference["instruction"])) if a != b]
+        first = f"; first at row {differ[0]}: {model['instruction'].iloc[differ[0]][:80]!r} where the reference " \
+                f"has {reference['instruction'].iloc[differ[0]][:80]!r}" if differ else ""
+        raise ValueError(f"{name}: its instructions differ from the reference's: {len(model)} vs {len(reference)} "
+                         f"rows, {len(differ)} of the first {min(len(model), len(reference))} differ{first}; a win "
+                         "rate needs the reference's instructions in its order")
 
 
 def preferences(judge, instructions: list[str], reference: list[str], outputs: list[str], batch_size: int,
@@ -44,22 +66,68 @@ def preferences(judge, instructions: list[str], reference: list[str], outputs: l
     return np.where(logits > 0, 2.0, np.where(logits < 0, 1.0, 1.5))
 
 
-def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame,
-              name: str, batch_size: int) -> dict:
-    """One leaderboard row: win rate, its standard error, LC win rate, mean length."""
-    from nbutils.compat.alpaca_eval import win_rates
-    check_same_instructions(model_outputs, reference, name)
-    annotations = pd.DataFrame({
+def annotate(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame, name: str,
+             batch_size: int) -> pd.DataFrame:
+    """alpaca_eval annotations of ``model_outputs`` against ``reference`` by ``judge``."""
+    check_outputs(model_outputs, reference, name)
+    outputs = model_outputs["output"].fillna("")
+    return pd.DataFrame({
         "index": range(len(reference)), "instruction": reference["instruction"],
-        "output_1": reference["output"].values, "output_2": model_outputs["output"].values,
+        "output_1": reference["output"].values, "output_2": outputs.values,
         "generator_1": reference["generator"].iloc[0], "generator_2": name, "annotator": judge_name,
         "preference": preferences(judge, list(reference["instruction"]), list(reference["output"]),
-                                  list(model_outputs["output"]), batch_size, desc=f"judging {name}")})
-    rates = win_rates(annotations)
-    return {"model": name, "judge": OFFLINE.format(judge=judge_name, reference=reference["generator"].iloc[0]),
-            "win_rate": rates["win_rate"], "standard_error": rates["standard_error"],
-            "lc_win_rate": rates["length_controlled_winrate"],
-            "avg_length": float(model_outputs["output"].str.len().mean()), "n": len(annotations)}
+                                  list(outputs), batch_size, desc=f"judging {name}")})
+
+
+def row(annotations: pd.DataFrame, judge: str, kind: str, glm_names: list[str]) -> dict:
+    """One leaderboard row from annotations: win rate ± SE, LC by each GLM, length, empty answers."""
+    from nbutils.compat.alpaca_eval import win_rates
+    out = {"model": annotations["generator_2"].iloc[0], "kind": kind, "judge": judge}
+    for glm in glm_names:
+        rates = win_rates(annotations, glm)
+        out |= {"win_rate": rates["win_rate"], "standard_error": rates["standard_error"],
+                next(c for c, g in LC.items() if g == glm): rates["length_controlled_winrate"]}
+    outputs = annotations["output_2"]
+    return out | {"avg_length": float(outputs.str.len().mean()), "empty": int((outputs.str.strip() == "").sum()),
+                  "n": len(annotations)}
+
+
+def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame, name: str,
+              batch_size: int, glm_names: list[str] = (MINIMAL,), kind: str = RUN) -> dict:
+    """One model's row under the offline judge."""
+    annotations = annotate(judge, judge_name, model_outputs, reference, name, batch_size)
+    label = OFFLINE.format(judge=judge_name, reference=reference["generator"].iloc[0])
+    return row(annotations, label, kind, list(glm_names))
+
+
+def published_rows(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
+                   glm_names: list[str]) -> list[dict]:
+    """The leaderboard models' published outputs (first ``len(reference)`` instructions) under this judge."""
+    from nbutils import published
+    return [judge_row(judge, judge_name, published.model_outputs(m).head(len(reference)), reference, m,
+                      batch_size, glm_names, kind=PUBLISHED) for m in models]
+
+
+def base_reproduction(judge, judge_name: str, run_base: pd.DataFrame, published_base: str, batch_size: int) -> dict:
+    """This run's base-model outputs judged against the published ones of ``published_base`` (50: alike)."""
+    from nbutils import published
+    theirs = published.model_outputs(published_base).head(len(run_base)).assign(generator=published_base)
+    r = row(annotate(judge, judge_name, run_base, theirs, "this run's base", batch_size),
+            OFFLINE.format(judge=judge_name, reference=published_base), RUN, [MINIMAL])
+    return {"judge": r["judge"], "win_rate": r["win_rate"], "standard_error": r["standard_error"],
+            "lc_minimal": r["lc_minimal"], "run_base_chars": r["avg_length"],
+            "published_chars": float(theirs["output"].str.len().mean()), "n": r["n"], "published": published_base}
+
+
+def reproduction_text(r: dict) -> str:
+    """The base-reproduction check as one sentence."""
+    alike = abs(r["win_rate"] - 50) <= 2 * r["standard_error"]
+    return (f"Base reproduced? This run's base outputs vs the published {r['published']} outputs, judge "
+            f"[{r['judge']}], {r['n']} instructions: win rate {r['win_rate']:.1f} ± {r['standard_error']:.1f} "
+            f"(50 = alike), LC ({MINIMAL} GLM) {r['lc_minimal']:.1f}; mean length {r['run_base_chars']:,.0f} vs "
+            f"{r['published_chars']:,.0f} chars: " + ("within 2 SE of 50, sampling matches the published run"
+                                                      if alike else "more than 2 SE from 50: sampling differs "
+                                                      "from the published run's; compare gains with care"))
 
 
 def official_row(model_outputs: Path, name: str, out_dir: Path, requested: bool) -> dict | str:
@@ -69,12 +137,16 @@ def official_row(model_outputs: Path, name: str, out_dir: Path, requested: bool)
     if not os.environ.get("OPENAI_API_KEY"):
         return "skipped: OPENAI_API_KEY is not set in the environment"
     from nbutils.compat.alpaca_eval import official_evaluate
-    return {"model": name, "judge": OFFICIAL, **official_evaluate(model_outputs, out_dir), "n": None}
+    return {"model": name, "kind": RUN, "judge": OFFICIAL, **official_evaluate(model_outputs, out_dir), "n": None}
 
 
-def leaderboard(rows: list[dict]) -> pd.DataFrame:
-    """This run's rows and the leaderboard's anchor rows, each labelled by its judge."""
-    from nbutils.compat.alpaca_eval import anchors
-    board = anchors().assign(judge=ANCHOR, n=805)
-    return pd.concat([pd.DataFrame(rows), board], ignore_index=True)[
-        ["model", "judge", "win_rate", "standard_error", "lc_win_rate", "avg_length", "n"]]
+def leaderboard(rows: list[dict], leaderboard_models: list[str]) -> pd.DataFrame:
+    """Judged rows and the leaderboard's own rows of ``leaderboard_models``, each labelled by its judge."""
+    from nbutils.compat.alpaca_eval import leaderboard_rows
+    board = leaderboard_rows(leaderboard_models).assign(kind=BOARD, judge=LEADERBOARD)
+    return pd.concat([pd.DataFrame(rows), board], ignore_index=True).reindex(columns=COLUMNS)
+
+
+def lc_legend(board: pd.DataFrame) -> str:
+    """What each LC column of ``board`` that has values means (printed under tables)."""
+    return "\n".join(f"{c}: {LC_NOTES[c]}" for c in LC if c in board and board[c].notna().any())

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbutils.evaluate.judging import is_anchor
+from nbutils.evaluate.judging import LC, RUN
 from nbutils.files import read_json
 from nbutils.layout import RunFolder
 from nbutils.rerank.dataset import load_split, split_names
@@ -97,15 +97,19 @@ def score_length_table(run_dir: Path, scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard(run_dir: Path) -> pd.DataFrame | None:
-    """Stage 04's leaderboard with each row's kind: this run, or an anchor (leaderboard,
-    SPPO iterations). None when the run has not been evaluated."""
+    """Stage 04's leaderboard with each row's kind (this run, published outputs, leaderboard) and SPPO's
+    iterations, and ``lc``: the leaderboard's GLM's LC where it applies, else the minimal GLM's, named in
+    ``lc_glm``. None when the run has not been evaluated."""
     path = RunFolder(run_dir).leaderboard
     if not path.exists():
         return None
     board = pd.read_csv(path)
-    board["kind"] = np.where(is_anchor(board), "leaderboard", "this run")
-    sppo = pd.read_csv(SPPO_CSV, comment="#").assign(kind="SPPO iterations", judge="SPPO README / paper")
-    return pd.concat([board, sppo], ignore_index=True)
+    sppo = pd.read_csv(SPPO_CSV, comment="#").assign(kind="SPPO iterations",
+                                                     judge="AlpacaEval 2.0 (GPT-4-turbo), SPPO README / paper")
+    board = pd.concat([board, sppo], ignore_index=True)
+    board["lc_glm"] = np.where(board["lc_v1"].notna(), LC["lc_v1"], LC["lc_minimal"])
+    board["lc"] = board["lc_v1"].fillna(board["lc_minimal"])
+    return board
 
 
 def iteration_of(model: str) -> int | None:
@@ -124,9 +128,9 @@ def run_rows(run_dir: Path, num_iterations: int) -> pd.DataFrame:
     table = table.join(pair_table(pairs(run_dir, its))[["mean_chosen_chars", "chosen_longer"]])
     board = leaderboard(run_dir)
     if board is not None:
-        mine = board[board["kind"] == "this run"].assign(iteration=lambda b: b["model"].map(iteration_of))
+        mine = board[board["kind"] == RUN].assign(iteration=lambda b: b["model"].map(iteration_of))
         mine = mine.dropna(subset=["iteration"]).astype({"iteration": int}).set_index("iteration")
-        table = table.join(mine[["avg_length", "win_rate", "standard_error", "lc_win_rate"]], how="outer")
+        table = table.join(mine[["avg_length", "win_rate", "standard_error", "lc"]], how="outer")
     return table.rename_axis("iteration")
 
 

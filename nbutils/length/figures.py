@@ -77,27 +77,30 @@ def eval_length_vs_win_rate(board, path, title: str = "Evaluation: average lengt
     """Win rate and LC win rate against average answer length: this run's models joined
     in order, the leaderboard's anchors and SPPO's iterations on the same axes (log x)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
-    styles = {"this run": dict(marker="o", color="#4C72B0"), "leaderboard": dict(marker="s", color="#888888"),
-              "SPPO iterations": dict(marker="^", color="#DD8452")}
-    for ax, col, name in zip(axes, ["win_rate", "lc_win_rate"], ["win rate", "LC win rate"]):
+    styles = {"this run": dict(marker="o", color="#4C72B0"), "published outputs": dict(marker="D", color="#55A868"),
+              "leaderboard": dict(marker="s", color="#888888"), "SPPO iterations": dict(marker="^", color="#DD8452")}
+    for ax, col, name in zip(axes, ["win_rate", "lc"], ["win rate", "LC win rate"]):
         for kind, df in board.groupby("kind", sort=False):
-            line = kind != "leaderboard"
-            ax.plot(df["avg_length"], df[col], ls="-" if line else "none", label=kind, **styles[kind])
+            line = kind in ("this run", "SPPO iterations")
+            glm = f"; LC: {df['lc_glm'].iloc[0].removeprefix('length_controlled_')} GLM" if col == "lc" else ""
+            ax.plot(df["avg_length"], df[col], ls="-" if line else "none", label=f"{kind} [{df['judge'].iloc[0]}{glm}]",
+                    **styles[kind])
         ax.set(xscale="log", xlabel="average length (chars, log scale)", ylabel=f"{name} (%)", title=name)
         labels_apart(ax, [(r["avg_length"], r[col], SHORT.get(r["model"], r["model"]).replace("SPPO iteration ", "SPPO it "))
                           for _, r in board.iterrows()])
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if str(int(v))[0] in "25" else ""))
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{title}\n(this run: its own judge vs its base model; anchors: GPT-4-turbo vs GPT-4-turbo)",
-                 y=1.07, fontsize=10)
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.suptitle(f"{title}\n(marker = judge: each legend entry names the judge and reference of its points, "
+                 "and the GLM of its LC)", y=1.07, fontsize=10)
     return save(fig, path)
 
 
 def run_comparison(table, path, title: str = "With and without length control"):
     """Per iteration, each run's candidate, chosen and eval length, win rate and LC."""
     panels = [("candidate_chars", "mean candidate length (chars)"), ("mean_chosen_chars", "mean chosen length"),
-              ("avg_length", "eval average length"), ("win_rate", "win rate (%)"), ("lc_win_rate", "LC win rate (%)")]
+              ("avg_length", "eval average length"), ("win_rate", "win rate (%)"), ("lc", "LC win rate (%)")]
     panels = [(c, t) for c, t in panels if c in table.columns.get_level_values(0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
     for ax, (col, name) in zip(axes[0], panels):

@@ -11,6 +11,7 @@ from nbutils.hub import HubError
 from nbutils.run.lock import RunLocked
 from nbutils.run.preflight import PreflightError
 from nbutils.run.runner import DiskFull
+from nbutils.run.commands import InputError
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
                         ("validate", "resolve and check params, print the result"),
                         ("report", "rewrite runs/<run>/report.html and print the summary"),
                         ("preflight", "check this machine for a preset (CUDA, versions, disk, RAM, hub), "
-                                      "then print the plan; exit 1 with what fails")]:
+                                      "then print the plan; exit 1 with what fails"),
+                        ("evaluate", "judge model_outputs.json files with the preset's judge against its "
+                                     "reference; rows saved to runs/<run>/evaluated/leaderboard.csv"),
+                        ("calibrate-judge", "the preset's offline judge vs the leaderboard's GPT-4-turbo on the "
+                                            "published judgments of calibration_models; runs/<run>/judge_calibration/")]:
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("-f", dest="files", action="append", default=[],
                         help="params preset, merged in order over params/base.yaml")
@@ -39,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--force", action="store_true", help="rerun finished stages")
             sp.add_argument("--verbose", action="store_true",
                             help="stream each notebook's output and the libraries' INFO logs to the terminal")
+        if name == "evaluate":
+            sp.add_argument("outputs", nargs="+", metavar="model_outputs.json",
+                            help="alpaca_eval model_outputs.json files (instruction, output, generator)")
         if name in ("run", "preflight"):
             sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
         if name == "preflight":
@@ -71,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             if not run_dir.is_dir():
                 raise P.ParamsError(f"no run at {run_dir}: run it first (python -m nbutils run ...)")
             print_summary(run_dir, list(range(1, values["num_iterations"] + 1)))
+        elif args.command == "evaluate":
+            from nbutils.run.commands import evaluate_files
+            evaluate_files(P.resolve(args.files, _overrides(args.pairs))[0], args.outputs)
+        elif args.command == "calibrate-judge":
+            from nbutils.run.commands import calibrate_judge
+            calibrate_judge(P.resolve(args.files, _overrides(args.pairs))[0])
         elif args.command == "validate":
             values, sources = P.resolve(args.files, _overrides(args.pairs))
             for k, v in values.items():
@@ -82,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             from nbutils.tiny.policy import tiny_policy_path
             print(tiny_policy_path())
     except (P.ParamsError, DeviceError, HubError, PreflightError, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (InputError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except DiskFull as e:

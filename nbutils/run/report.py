@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nbutils.evaluate.judging import lc_legend
 from nbutils.files import atomic_path, read_json
 from nbutils.layout import RunFolder
 
@@ -87,7 +88,21 @@ def figures(run_dir: Path, folder: Path) -> list[tuple[str, str]]:
 def csv_tables(run_dir: Path, folder: Path) -> list[tuple[str, str]]:
     return [(p.stem.replace("_", " "), table_html(pd.read_csv(p, header=[0, 1] if p.stem == "comparison" else 0,
                                                               index_col=0)))
-            for p in sorted(folder.glob("*.csv")) if p.name != "leaderboard.csv"]
+            for p in sorted(folder.glob("*.csv")) if p.name != "leaderboard.csv" or folder.name == "evaluated"]
+
+
+def notes(folder: Path) -> list[str]:
+    """Sentences a whole-run section opens with: the base-reproduction check (04), what the
+    calibration compared (calibrate-judge)."""
+    from nbutils.evaluate.judging import reproduction_text
+    check = read_json(folder / "metrics.json", {}).get("04_evaluate", {}).get("base_reproduction")
+    about = read_json(folder / "calibration.json")
+    out = [reproduction_text(check)] if check else []
+    if about:
+        out.append(f"Judge {about['judge']} vs {about['against']}: the same published outputs of {len(about['models'])} "
+                   f"models against the reference {about['reference']}, on {about['instructions']} instructions; "
+                   f"95% intervals from {about['bootstrap']} bootstrap resamples of the instructions.")
+    return out
 
 
 def run_config(run: RunFolder) -> dict:
@@ -116,10 +131,11 @@ def write_report(run_dir: Path) -> Path:
     numbers = [int(p.name.split("_")[1]) for p in iterations]
     board = run.leaderboard
     whole_run = []
-    for folder, title in [(run.evaluation, "Evaluation"), (run.length_analysis, "Length analysis")]:
+    for folder, title in [(run.evaluation, "Evaluation"), (run.length_analysis, "Length analysis"),
+                          (run.calibration, "Judge calibration"), (run.evaluated, "Evaluated files")]:
         if folder.is_dir():
             whole_run.append({"id": folder.name, "title": title, "figures": figures(run_dir, folder),
-                              "tables": csv_tables(run_dir, folder),
+                              "tables": csv_tables(run_dir, folder), "notes": notes(folder),
                               "notebooks": [(nb.stem, links[nb]) for nb in sorted(folder.glob("*.ipynb"))]})
     params = pd.DataFrame({"value": {k: repr(v) for k, v in config["params"].items()},
                            "from": config.get("sources", {})}).rename_axis("param")
@@ -128,7 +144,7 @@ def write_report(run_dir: Path) -> Path:
         presets=config.get("how") or ", ".join(config.get("preset_files", [])) or "params/base.yaml only",
         summary=table_html(summary(run_dir, numbers)) if numbers else "",
         leaderboard=table_html(pd.read_csv(board).drop(columns=["n"], errors="ignore"), index=False)
-        if board.exists() else "",
+        if board.exists() else "", board_notes=lc_legend(pd.read_csv(board)).splitlines() if board.exists() else [],
         iterations=[iteration_section(run_dir, p, links) for p in iterations], whole_run=whole_run,
         params=table_html(params), notebooks=[(html.escape(nb.relative_to(run_dir).as_posix()), link)
                                               for nb, link in links.items()])

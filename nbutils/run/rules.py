@@ -120,6 +120,16 @@ def reference_source(v):
     return None if repo_path(v).is_file() else f"must be auto, base, or an existing model_outputs.json (no {repo_path(v)})"
 
 
+def leaderboard_models(v):
+    from nbutils.compat.alpaca_eval import LEADERBOARD, leaderboard
+    unknown = [m for m in v if m not in leaderboard().index]
+    return f"{unknown} not on the AlpacaEval 2.0 leaderboard alpaca_eval ships ({LEADERBOARD})" if unknown else None
+
+
+def leaderboard_model_or_empty(v):
+    return None if v == "" else leaderboard_models([v])
+
+
 RULES = {
     "run_name": name,
     "iteration": at_least(1),
@@ -171,6 +181,10 @@ RULES = {
     "best_of_n": at_least(1),
     "best_of_temperature": at_least(0.0),
     "compare_run": name_or_empty,
+    "anchor_models": leaderboard_models,
+    "published_base": leaderboard_model_or_empty,
+    "calibration_models": leaderboard_models,
+    "calibration_bootstrap": at_least(1),
 }
 
 

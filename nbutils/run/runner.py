@@ -129,6 +129,9 @@ def print_summary(run_dir: Path, iterations: list[int]) -> Path:
     print(summary(run_dir, iterations).round(3).to_string(na_rep="-"))
     board = RunFolder(run_dir).leaderboard
     if board.exists():
-        print(pd.read_csv(board).round(2).to_string(index=False))
+        from nbutils.evaluate.judging import lc_legend
+        rows = pd.read_csv(board)
+        print(rows.drop(columns=["n"]).round(2).to_string(index=False))
+        print(lc_legend(rows))
     print(f"run directory: {run_dir}\nreport: {path}")
     return path

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT, atomic_path
-
-CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))
+from nbutils.files import CACHE_DIR, atomic_path  # noqa: F401  (CACHE_DIR: the tiny models' home)
 
 
 def spec_key(spec) -> str:

@@ -93,13 +93,7 @@ def _alpaca_eval_twin(repo: Path) -> None:
     shutil.copy(reference_file, repo / ALPACA_EVAL_FILES["reference"])
     # AlpacaEval 1's file: the same 805 instructions (its outputs were text-davinci-003's; these are not)
     reference.to_json(repo / ALPACA_EVAL_FILES["eval"], orient="records", indent=1, force_ascii=False)
-    # df_gamed.csv's columns; rows: the leaderboard's real judgments of the models in shared/ (its
-    # instruction difficulties and length deviations are not in shared/: zero here)
-    gamed = [pd.read_json(f).assign(model=f.stem).reset_index(names="index")
-             for f in sorted((ALPACA_DATA / "annotations").glob("*.json"))]
-    pd.concat(gamed)[["model", "index", "preference"]].assign(
-        instruction_difficulty=0.0, std_delta_len=0.0, not_gamed_baseline=True).to_csv(
-        repo / ALPACA_EVAL_FILES["gamed"], index=False)
+    _gamed_csv(repo / ALPACA_EVAL_FILES["gamed"])
     (repo / "alpaca_eval.py").write_text(
         '"""AlpacaEval: a loading script, as the real repo has (datasets 5 refuses it)."""\n'
         "import datasets\n\n_FILES = {'alpaca_eval': 'alpaca_eval.json',\n"
@@ -107,6 +101,27 @@ def _alpaca_eval_twin(repo: Path) -> None:
         "class AlpacaEval(datasets.GeneratorBasedBuilder):\n"
         "    BUILDER_CONFIGS = [datasets.BuilderConfig(name=n) for n in _FILES]\n")
     (repo / "README.md").write_text(_card("tatsu-lab/alpaca_eval"))
+
+
+def _gamed_csv(path: Path, verbose: str = "FuseChat-Llama-3.1-8B-Instruct", concise: str = "alpaca-7b") -> None:
+    """``df_gamed.csv`` with the real columns, from the real GPT-4-turbo judgments in shared/. The real
+    file's instruction difficulty comes from a joint fit over every leaderboard model; here it is
+    alpaca_eval's initialisation of that fit (logit of the mean preference per instruction) over the five
+    models in shared/. Its gamed rows are GPT-4-turbo prompted to be verbose and concise; here the
+    longest- and shortest-answering of the five stand in (``not_gamed_baseline`` False, as theirs)."""
+    import numpy as np
+    import pandas as pd
+    judged = {f.stem: pd.read_json(f) for f in sorted((ALPACA_DATA / "annotations").glob("*.json"))}
+    mean = np.clip(pd.concat([d["preference"].astype(float) - 1 for d in judged.values()], axis=1).mean(axis=1), 0.01, 0.99)
+    difficulty = np.log(mean / (1 - mean))
+    rows = []
+    for model in (verbose, concise):
+        d = judged[model]
+        delta = d["output_1"].str.len() - d["output_2"].str.len()
+        rows.append(pd.DataFrame({"model": model, "index": range(len(d)), "preference": d["preference"].astype(float) - 1,
+                                  "std_delta_len": delta / delta.std(), "instruction_difficulty": difficulty,
+                                  "not_gamed_baseline": False}))
+    pd.concat(rows).to_csv(path, index=False)
 
 
 def _policy_twin(repo: Path) -> None:

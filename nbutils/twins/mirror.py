@@ -57,11 +57,13 @@ def serve(root: Path):
 
 
 if __name__ == "__main__":
+    from nbutils.twins import github
     from nbutils.twins.build import build
     where = Path(sys.argv[1] if len(sys.argv) > 1 else "hub-twins").resolve()
     if not (where / "mirrors").exists():
         build(where)
-    with serve(where) as endpoint:
-        print(f"hub twins in {where / 'mirrors'}\nexport HF_ENDPOINT={endpoint}  # Ctrl-C stops the server")
+    with serve(where) as endpoint, github.serve(github.build(where)) as raw:
+        print(f"hub twins in {where / 'mirrors'}, alpaca_eval's GitHub results/ in {where / 'raw'}\n"
+              f"export HF_ENDPOINT={endpoint} NBUTILS_GITHUB_RAW={raw}  # Ctrl-C stops the servers")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
