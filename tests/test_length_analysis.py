@@ -120,7 +120,7 @@ def test_length_controlled_run_is_compared_side_by_side(loop, loop_lc):
     table = pd.read_csv(out / "comparison.csv", header=[0, 1], index_col=0)
     for run, iterations in [(loop, 2), (loop_lc, 1)]:
         mine = L.run_rows(run, iterations)
-        for measure in ["mean_chosen_chars", "avg_length", "win_rate", "lc"]:
+        for measure in ["mean_chosen_chars", "avg_length", "win_rate", "lc_minimal"]:
             assert table[measure][run.name].dropna().to_dict() == pytest.approx(mine[measure].dropna().to_dict())
     assert table["avg_length"]["loop"].notna().sum() == 3 and table["avg_length"]["loop-lc"].notna().sum() == 2
     # on its own candidates, length control chose shorter answers than best vs worst would have

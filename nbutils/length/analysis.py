@@ -122,7 +122,8 @@ def iteration_of(model: str) -> int | None:
 
 def run_rows(run_dir: Path, num_iterations: int) -> pd.DataFrame:
     """One row per iteration (0 = the base model) of what length control should move:
-    mean candidate length, chosen length and share, eval length, win rate and LC."""
+    mean candidate length, chosen length and share, eval length, win rate and LC (a column per
+    GLM that the run's rows have: ``lc_v1`` on AlpacaEval, ``lc_minimal``)."""
     its = iterations_done(run_dir, num_iterations)
     table = candidate_table(candidates(run_dir, its))[["mean_chars"]].rename(columns={"mean_chars": "candidate_chars"})
     table = table.join(pair_table(pairs(run_dir, its))[["mean_chosen_chars", "chosen_longer"]])
@@ -130,7 +131,8 @@ def run_rows(run_dir: Path, num_iterations: int) -> pd.DataFrame:
     if board is not None:
         mine = board[board["kind"] == RUN].assign(iteration=lambda b: b["model"].map(iteration_of))
         mine = mine.dropna(subset=["iteration"]).astype({"iteration": int}).set_index("iteration")
-        table = table.join(mine[["avg_length", "win_rate", "standard_error", "lc"]], how="outer")
+        lc = [c for c in LC if mine[c].notna().any()]
+        table = table.join(mine[["avg_length", "win_rate", "standard_error", *lc]], how="outer")
     return table.rename_axis("iteration")
 
 

@@ -100,7 +100,8 @@ def eval_length_vs_win_rate(board, path, title: str = "Evaluation: average lengt
 def run_comparison(table, path, title: str = "With and without length control"):
     """Per iteration, each run's candidate, chosen and eval length, win rate and LC."""
     panels = [("candidate_chars", "mean candidate length (chars)"), ("mean_chosen_chars", "mean chosen length"),
-              ("avg_length", "eval average length"), ("win_rate", "win rate (%)"), ("lc", "LC win rate (%)")]
+              ("avg_length", "eval average length"), ("win_rate", "win rate (%)"), ("lc_v1", "LC win rate, v1 GLM (%)"),
+              ("lc_minimal", "LC win rate, minimal GLM (%)")]
     panels = [(c, t) for c, t in panels if c in table.columns.get_level_values(0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
     for ax, (col, name) in zip(axes[0], panels):
