@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from nbutils.compat.alpaca_eval import ANNOTATOR
-from nbutils.evaluate.judging import LC, annotate
+from nbutils.evaluate.judging import LC_COLUMN, annotate
 
 LC_REFITS = 100
 
@@ -50,8 +50,7 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
 def per_model(pairs: dict, glm_names: list[str]) -> tuple[pd.DataFrame, dict]:
     """A row per model (agreement, both judges' win rate and LC per GLM) and the per-instruction
     values the win-rate bootstrap resamples: ``{measure: {judge: array models x instructions}}``."""
-    from nbutils.compat.alpaca_eval import win_rates
-    from nbutils.compat.alpaca_eval import leaderboard_rows
+    from nbutils.compat.alpaca_eval import leaderboard_rows, win_rates
     board = leaderboard_rows(list(pairs)).set_index("model")
     rows, draws = [], {"agreement": {"both": []}, "win_rate": {"offline": [], "gpt4": []}}
     for m, (ours, theirs) in pairs.items():
@@ -63,7 +62,7 @@ def per_model(pairs: dict, glm_names: list[str]) -> tuple[pd.DataFrame, dict]:
         draws["win_rate"]["offline"].append(ours["preference"].to_numpy() - 1)
         draws["win_rate"]["gpt4"].append(theirs["preference"].to_numpy() - 1)
         for glm in glm_names:
-            col = next(c for c, g in LC.items() if g == glm)
+            col = LC_COLUMN[glm]
             for who, ann in (("offline", ours), ("gpt4", theirs)):
                 r[f"{col}_{who}"] = win_rates(ann, glm)["length_controlled_winrate"]
         rows.append(r)
@@ -90,7 +89,7 @@ def correlations(pairs: dict, draws: dict, glm_names: list[str], n_boot: int, se
                                 [(draws["win_rate"]["offline"][:, s].mean(1), draws["win_rate"]["gpt4"][:, s].mean(1))
                                  for s in samples])}
     for glm in glm_names:
-        col = next(c for c, g in LC.items() if g == glm)
+        col = LC_COLUMN[glm]
         per_measure[col] = (*_lc_means(pairs, glm, slice(None)),
                             [_lc_means(pairs, glm, s) for s in tqdm(samples[:LC_REFITS], desc=f"LC bootstrap ({glm})",
                                                                     unit="refit")])

@@ -18,6 +18,7 @@ OFFICIAL = "AlpacaEval 2.0 (GPT-4-turbo)"
 LEADERBOARD = f"{OFFICIAL}, leaderboard"  # the judge label of the leaderboard's own rows
 RUN, PUBLISHED, BOARD = "this run", "published outputs", "leaderboard"  # the ``kind`` of a row
 LC = {"lc_v1": V1, "lc_minimal": MINIMAL}  # LC column -> alpaca_eval's GLM
+LC_COLUMN = {glm: column for column, glm in LC.items()}
 LC_NOTES = {
     "lc_v1": f"LC win rate by alpaca_eval's {V1} GLM, the leaderboard's: length term plus AlpacaEval's "
              "instruction difficulty, regularised toward verbose/concise GPT-4-turbo baselines (both from "
@@ -86,7 +87,7 @@ def row(annotations: pd.DataFrame, judge: str, kind: str, glm_names: list[str]) 
     for glm in glm_names:
         rates = win_rates(annotations, glm)
         out |= {"win_rate": rates["win_rate"], "standard_error": rates["standard_error"],
-                next(c for c, g in LC.items() if g == glm): rates["length_controlled_winrate"]}
+                LC_COLUMN[glm]: rates["length_controlled_winrate"]}
     outputs = annotations["output_2"]
     return out | {"avg_length": float(outputs.str.len().mean()), "empty": int((outputs.str.strip() == "").sum()),
                   "n": len(annotations)}
