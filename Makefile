@@ -67,6 +67,7 @@ lab: install
 bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/dpo_padding.py
 	$(PY) benchmarks/dpo_memory.py
 
 # Rewrite the CPU lock from the current .venv (after a deliberate upgrade).

@@ -31,16 +31,19 @@ MODES = {"qlora": {"load_in_4bit": True, "lora": True}, "lora": {"load_in_4bit":
          "full": {"load_in_4bit": False, "lora": False}}
 
 
-def build_model(out: Path) -> int:
+def build_model(out: Path, hidden: int = 1024, layers: int = 9, intermediate: int = 2816, kv_heads: int = 4,
+                max_positions: int = 512) -> int:
+    """A randomly initialised Mistral-architecture model with the tiny policy's tokenizer, saved to
+    ``out``; returns its parameter count."""
     import torch
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
     from nbutils.generate.policies import base_model_path
     tokenizer = AutoTokenizer.from_pretrained(base_model_path("tiny-mistral"))
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=2816,
-                           num_hidden_layers=9, num_attention_heads=16, num_key_value_heads=4, head_dim=64,
-                           max_position_embeddings=512, tie_word_embeddings=False,
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
+                           num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=kv_heads,
+                           head_dim=64, max_position_embeddings=max_positions, tie_word_embeddings=False,
                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                            pad_token_id=tokenizer.pad_token_id)
     model = MistralForCausalLM(config)

@@ -1,67 +1,91 @@
-"""Generation throughput: vLLM vs transformers generate on the same tiny model,
-and the workbook's stage overhead over the raw engine.
+"""Generation throughput, side by side in one process (benchmarks/abba.py): vLLM with a seed per
+request vs one seed per shard (``sampling_seeds``); vLLM vs transformers ``generate``; the stage
+over the raw engine.
 
-    .venv/bin/python benchmarks/generation.py [--prompts 64] [--max-new-tokens 96]
+    .venv/bin/python benchmarks/generation.py [--prompts 64] [--max-new-tokens 96] [--repeats 5]
 
-Prints new tokens/s of each backend, the vLLM/HF ratio, and for the vLLM stage
-its wall time against the engine's own time (model load counted separately).
+The tiny policy, the tiny preset's sampling (n=5, temperature 0.7, top-p 0.9). Seeded vs shard:
+every answer runs to max_new_tokens (``ignore_eos``), so both variants do the same work; each
+variant must draw the same answers every round (reproducible), and both the same token counts.
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
+from pathlib import Path
 
-from nbutils.run import params as P
+from abba import compare
+
 from nbutils.generate.backends import load_backend
-from nbutils.ids import derive_seed
 from nbutils.generate.policies import base_model_path
 from nbutils.generate.prompts import iteration_prompts
 from nbutils.generate.sampling import chat_prompt_ids, generate_responses
+from nbutils.ids import derive_seed
+from nbutils.logs import quiet
+from nbutils.run import params as P
 from nbutils.run.stage import stage_for
 
 
-def measure(backend, ids, p) -> tuple[float, int]:
-    backend.generate(ids[:2], [0, 1])  # warm-up
-    seeds = [derive_seed(p["seed"], i) for i in range(len(ids))]
-    t0 = time.perf_counter()
-    samples = backend.generate(ids, seeds)
-    secs = time.perf_counter() - t0
-    return secs, sum(s.num_tokens for ss in samples for s in ss)
+def texts(samples) -> list[list[str]]:
+    return [[s.text for s in ss] for ss in samples]
+
+
+def tokens(samples) -> int:
+    return sum(s.num_tokens for ss in samples for s in ss)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    quiet()
+    values, _ = P.resolve(["params/tiny.yaml"], {"prompts_per_iteration": args.prompts,
+                                                 "max_new_tokens": args.max_new_tokens, "shard_size": args.prompts})
+    model = base_model_path(values["base_model"])
+    prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, args.prompts,
+                                values["num_iterations"])
+    vllm = load_backend(model, {**values, "backend": "vllm"})
+    ids = chat_prompt_ids(vllm.tokenizer, prompts["prompt"])
+    per_prompt = [derive_seed(values["seed"], i) for i in range(len(ids))]
+    work = len(ids) * values["num_samples"] * args.max_new_tokens
+    print(f"tiny policy, {len(ids)} prompts x {values['num_samples']} samples x {args.max_new_tokens} new tokens "
+          f"(ignore_eos): {work} tokens a run")
+
+    print("\n1. vLLM sampling seeds: one per request vs one per shard (sampling_seeds: request / shard)")
+    compare({"seed per request": lambda: texts(vllm.generate(ids, per_prompt, per_request=True, ignore_eos=True)),
+             "seed per shard": lambda: texts(vllm.generate(ids, [per_prompt[0]] * len(ids), ignore_eos=True))},
+            repeats=args.repeats, work=work, unit="tok",
+            agree=lambda a, b: [len(x) for x in a] == [len(x) for x in b])
+
+    print("\n2. vLLM vs transformers generate (natural stops; each reproducible; tokens/s of what each drew)")
+    hf = load_backend(model, {**values, "backend": "hf"})
+    drawn = {}
+
+    def run(name, backend):
+        out = backend.generate(ids, [per_prompt[0]] * len(ids))
+        drawn[name] = tokens(out)
+        return texts(out)
+    times = compare({"transformers": lambda: run("transformers", hf), "vLLM": lambda: run("vLLM", vllm)},
+                    repeats=args.repeats)
+    import statistics
+    rates = {n: drawn[n] / statistics.median(t) for n, t in times.items()}
+    print(f"  tokens/s: transformers {rates['transformers']:.0f}, vLLM {rates['vLLM']:.0f}; "
+          f"ratio vLLM/transformers {rates['vLLM'] / rates['transformers']:.2f}")
+
+    print("\n3. stage 01 (shards, parquet, stats) vs the bare engine on the same shard seed")
+    seed = derive_seed(values["seed"], 1, "shard", 0)
     with tempfile.TemporaryDirectory() as runs:
-        values, _ = P.resolve(["params/tiny.yaml"], {
-            "prompts_per_iteration": args.prompts, "max_new_tokens": args.max_new_tokens,
-            "runs_dir": runs, "run_name": "bench", "shard_size": args.prompts})
-        model = base_model_path(values["base_model"])
-        prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1,
-                                    args.prompts, values["num_iterations"])
-        rows = {}
-        for name in ("hf", "vllm"):
-            p = {**values, "backend": name}
-            t0 = time.perf_counter()
-            backend = load_backend(model, p)
-            load_s = time.perf_counter() - t0
-            ids = chat_prompt_ids(backend.tokenizer, prompts["prompt"])
-            secs, tokens = measure(backend, ids, p)
-            rows[name] = dict(load_s=load_s, secs=secs, tokens=tokens, tps=tokens / secs)
-            print(f"{name:5} load {load_s:6.1f} s | {tokens:6d} new tokens in {secs:6.2f} s "
-                  f"| {tokens / secs:8.0f} tok/s  ({args.prompts} prompts x 5, "
-                  f"max {args.max_new_tokens} new tokens)")
-        print(f"ratio vLLM/HF tokens/s: {rows['vllm']['tps'] / rows['hf']['tps']:.2f}")
-        stage = stage_for("01_generate", {**values, "backend": "vllm"})
-        t0 = time.perf_counter()
-        _, stats = generate_responses(stage, prompts, model, stage.iter_dir / "g.parquet", backend)
-        wall = time.perf_counter() - t0
-        print(f"vllm stage (warm engine): wall {wall:.2f} s, raw engine {stats['engine_seconds']:.2f} s, "
-              f"ratio stage/engine {wall / stats['engine_seconds']:.2f} "
-              f"(+ model load {rows['vllm']['load_s']:.1f} s once per stage)")
+        stage = stage_for("01_generate", {**values, "backend": "vllm", "runs_dir": runs, "run_name": "bench"})
+        count = iter(range(10**6))
+
+        def staged():
+            out = Path(runs) / f"g{next(count)}.parquet"
+            df, _ = generate_responses(stage, prompts, model, out, vllm, progress=False)
+            return [list(r) for r in df["all_generated_responses"]]
+        compare({"bare engine": lambda: texts(vllm.generate(ids, [seed] * len(ids))), "stage 01": staged},
+                repeats=args.repeats, agree=lambda a, b: a == b)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ run machinery (``nbutils.run``)
     report       ``runs/<run>/report.html`` and the per-iteration summary
     preflight    can this machine run this preset? (CUDA, versions, disk, RAM, hub)
     plan         the run's work, memory and hours, before it starts
+    throughput   the throughput figures the plan uses, each with its source
     commands     ``evaluate`` (any model_outputs.json) and ``calibrate-judge`` (offline judge vs GPT-4-turbo)
     cli          ``python -m nbutils`` (run, validate, report, preflight, evaluate, calibrate-judge, params, tiny)
 stages, in loop order (a stage may use the ones before it)
@@ -31,7 +32,8 @@ the toy world and the shims
                  alpaca_eval's GitHub results/ folder (github)
     tiny         the CPU presets' world: corpus, tiny policy, tiny PairRM, their build cache
     compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval,
-                 peft_resume (exact resume of QLoRA training)
+                 peft_resume (exact resume of QLoRA training), length_grouping (exact resume of
+                 transformers' length-grouped batches)
 foundations
     shards, processes, memory   resumable sharded work; child processes; memory reports
     logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)

@@ -11,12 +11,10 @@ import pytest
 import torch
 
 from nbutils.dpo import data as dpo_data
-
 from nbutils.dpo import merge, training
-
-from nbutils.rerank import dataset as preference_data
 from nbutils.files import REPO_ROOT
 from nbutils.generate.policies import base_model_path
+from nbutils.rerank import dataset as preference_data
 from tests.conftest import cli, metrics, params_args, read_generations
 
 pytestmark = pytest.mark.slow
@@ -87,6 +85,7 @@ def test_trained_policy_prefers_chosen_more_than_the_reference(loop):
 
 def test_merged_policy_gives_base_plus_adapter_logits_in_transformers_and_vllm(loop):
     from transformers import AutoTokenizer
+
     from nbutils.generate.backends import VLLMBackend
     it = loop / "iter_1"
     prompts = ["Give me some tips about coffee.", "Why do people like owls?", "Explain chess to a child."]
@@ -170,7 +169,68 @@ def test_missing_pairs_say_which_stage_to_run(runs_dir):
 
 @pytest.mark.parametrize("key,value,words", [("lora_r", "0", "at least 1"), ("beta", "0", "> 0"),
                                              ("beta", "-0.1", "> 0"), ("loss_type", "dpo", "sigmoid"),
-                                             ("optim", "adam", "adamw_torch"), ("lora_target_modules", "[]", "at least one")])
+                                             ("optim", "adam", "adamw_torch"), ("lora_target_modules", "[]", "at least one"),
+                                             ("load_in_4bit", "maybe", "true, false or auto"),
+                                             ("train_sampling_strategy", "sorted", "group_by_length")])
 def test_bad_training_params_are_refused_before_anything_loads(key, value, words):
     proc = cli("validate", "-f", "params/tiny.yaml", "-p", key, value, check=False)
     assert proc.returncode == 2 and key in proc.stderr and words in proc.stderr, proc.stderr
+
+
+def test_load_in_4bit_auto_takes_qlora_on_the_cpu_and_unquantized_lora_where_the_gpu_has_room():
+    assert training.resolve_load_in_4bit("auto", None, 3.0)[0] is True  # the CPU: QLoRA, as always
+    assert training.resolve_load_in_4bit("auto", 79.6, None)[0] is True  # no estimate: the safe side
+    fits, why = training.resolve_load_in_4bit("auto", 79.6, 25.0)  # a 7B bf16 base on an H100
+    assert fits is False and "25.0 GiB" in why and "79.6 GiB" in why and "unquantized" in why
+    assert training.resolve_load_in_4bit("auto", 24.0, 25.0)[0] is True  # ... on an RTX 4090
+    assert training.resolve_load_in_4bit("auto", 27.0, 25.0)[0] is True  # fits, but not with 10% to spare
+    assert training.resolve_load_in_4bit("auto", 27.6, 25.0)[0] is False
+    assert [training.resolve_load_in_4bit(v, 79.6, 25.0)[0] for v in (True, False)] == [True, False]  # as set
+    assert training.resolve_liger_kernel("auto", gpu=False) is False
+    assert training.resolve_liger_kernel(False, gpu=True) is False
+    with pytest.raises(ValueError, match="use_liger_kernel: true needs CUDA and the liger-kernel package"):
+        training.resolve_liger_kernel(True, gpu=False)
+
+
+def pairs_of_mixed_lengths(n: int):
+    """Short and long pairs alternating (a few tokens vs ~100-200): random batches mix them."""
+    import random
+
+    from datasets import Dataset
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        words = rng.randint(1, 4) if i % 2 else rng.randint(30, 60)
+        rows.append({"prompt": [{"role": "user", "content": f"Tell me about tea, please ({i})."}],
+                     "chosen": [{"role": "assistant", "content": " ".join(["Tea is good."] * words)}],
+                     "rejected": [{"role": "assistant", "content": " ".join(["No tea."] * (words // 2 + 1))}]})
+    return Dataset.from_list(rows)
+
+
+def test_length_grouped_batches_pad_less_and_leave_every_pairs_log_probs_as_they_were(tmp_path):
+    """One epoch at learning rate 0 (the model stays as it is) with random batches and with
+    length-grouped ones: the grouped batches hold far fewer padding tokens, and the mean log-prob
+    of the chosen and of the rejected answers over all pairs (equal batches: the mean of the steps'
+    means) is the same: padding changes no pair's log-probs."""
+    from nbutils.run import params as P
+    from nbutils.run.stage import stage_for
+    pairs = pairs_of_mixed_lengths(48)
+    out = {}
+    for strategy in ("random", "group_by_length"):
+        values, _ = P.resolve(["params/tiny.yaml"], {"train_sampling_strategy": strategy, "num_train_epochs": 1.0,
+                                                     "per_device_train_batch_size": 4, "save_steps": 1000,
+                                                     "load_in_4bit": False, "gradient_checkpointing": False})  # 3x faster
+        stage = stage_for("03_dpo_qlora", {**values, "learning_rate": 0.0})  # below what the params allow
+        settings = training.device_settings(stage.params)
+        model, tokenizer = training.load_policy(base_model_path("tiny-mistral"), stage.params, settings)
+        trainer = training.make_trainer(stage, model, tokenizer, pairs, None, settings, tmp_path / strategy)
+        tokens = training.padding_stats(trainer)
+        trainer.train()
+        steps = [r for r in trainer.state.log_history if "loss" in r]
+        assert len(steps) == 12
+        out[strategy] = {**tokens, **{k: np.mean([r[f"logps/{k}"] for r in steps]) for k in ("chosen", "rejected")}}
+    grouped, mixed = out["group_by_length"], out["random"]
+    assert grouped["real_tokens"] == mixed["real_tokens"]  # the same pairs
+    assert grouped["padding_tokens"] < 0.5 * mixed["padding_tokens"], out
+    for k in ("chosen", "rejected"):
+        assert grouped[k] == pytest.approx(mixed[k], rel=1e-4), out

@@ -24,7 +24,7 @@ def run_tiny(runs_dir, run_name, **params):
 
 @pytest.fixture(scope="module")
 def vllm_run(runs_dir):
-    run_tiny(runs_dir, "vllm", backend="vllm", prompts_per_iteration=24, shard_size=8)
+    run_tiny(runs_dir, "vllm", backend="vllm", prompts_per_iteration=32, shard_size=16)
     return runs_dir / "vllm"
 
 
@@ -53,7 +53,7 @@ def check_generations(run_dir, backend, prompts):
 
 
 def test_vllm_backend_writes_the_schema(vllm_run):
-    check_generations(vllm_run, "vllm", 24)
+    check_generations(vllm_run, "vllm", 32)
 
 
 def test_hf_backend_writes_the_same_schema(hf_run, vllm_run):
@@ -99,7 +99,7 @@ def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run
     marker = f"killed-runner-{os.getpid()}"
     env = {**{k: v for k, v in env.items() if k != "PYTHONPATH"}, "NBUTILS_TEST_MARK": marker}
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
-            "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=24, shard_size=2)]
+            "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=32, shard_size=16)]
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = root / "runs" / "killed" / "iter_1" / "generations.parquet.shards"
     deadline = time.time() + 300
@@ -113,14 +113,14 @@ def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run
         time.sleep(0.5)
     assert not marked(marker), "processes outlived the killed runner"
     done = sorted(shards.glob("shard-*.parquet"))
-    assert 1 <= len(done) < 12, f"{len(done)} shards when killed"
-    assert all(len(pd.read_parquet(f)) == 2 for f in done)  # whole under their final names
+    assert len(done) == 1, f"{len(done)} shards when killed"
+    assert all(len(pd.read_parquet(f)) == 16 for f in done)  # whole under their final names
     assert not (shards.parent / "generations.parquet").exists()
     subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
     assert not (REPO_ROOT / "runs" / "killed").exists(), "the kernel wrote into another checkout"
     run = root / "runs" / "killed"
     assert metrics(run)["01_generate"]["shards_resumed"] == len(done)
-    # vLLM seeds each prompt: the same answers as the uninterrupted run in shards of 8
+    # each shard's seed: the unfinished shard redone draws the uninterrupted run's answers
     answers = lambda r: read_generations(r).set_index("prompt_id")["all_generated_responses"].map(list)  # noqa: E731
     pd.testing.assert_series_equal(answers(run), answers(vllm_run))
 
@@ -133,11 +133,47 @@ def test_notebook_runs_as_a_user_opens_it(user_checkout, vllm_run, tmp_path):
                    env=env, check=True, capture_output=True)
     df = pd.read_parquet(root / "runs" / "tiny" / "iter_1" / "generations.parquet")
     assert len(df) == 64 and (df["backend"] == "vllm").all()
-    # vLLM seeds per prompt: the same prompts give the same answers whatever the sharding
+    # one seed per shard: the same shards of 16 (another process, another checkout) draw the same answers
     small = read_generations(vllm_run).set_index("prompt_id")["all_generated_responses"]
     big = df.set_index("prompt_id")["all_generated_responses"].loc[small.index]
     same = sum(list(a) == list(b) for a, b in zip(small, big))
     assert same == len(small), f"only {same}/{len(small)} prompts drew the same answers"
+
+
+def test_seeds_per_request_draw_the_same_answers_whatever_the_sharding(tmp_path, request):
+    """sampling_seeds: request (vLLM): a prompt's answers do not depend on its shard; with the
+    default (one seed per shard, the engine reseeded) they do, and a shard is reproducible."""
+    import gc
+
+    from nbutils.generate.backends import _LOADED, load_backend
+    from nbutils.generate.policies import base_model_path
+    from nbutils.generate.prompts import iteration_prompts
+    from nbutils.generate.sampling import generate_responses
+    from nbutils.run import params as P
+    from nbutils.run.stage import stage_for
+
+    values, _ = P.resolve(["params/tiny.yaml"], {"backend": "vllm", "max_new_tokens": 24, "runs_dir": str(tmp_path),
+                                                 "gpu_memory_utilization": 0.05})
+    model = base_model_path(values["base_model"])
+    backend = load_backend(model, values)
+    request.addfinalizer(lambda: (_LOADED.clear(), gc.collect()))  # the engine's memory back for the next tests
+    prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, 8, 3)
+
+    def answers(mode, shard_size, name):
+        stage = stage_for("01_generate", {**values, "sampling_seeds": mode, "shard_size": shard_size})
+        df, _ = generate_responses(stage, prompts, model, tmp_path / f"{name}.parquet", backend, progress=False)
+        assert df["seed"].nunique() == (8 if mode == "request" else 8 // shard_size)
+        return [list(r) for r in df["all_generated_responses"]]
+    assert answers("request", 8, "r8") == answers("request", 2, "r2")
+    by_shard = answers("shard", 4, "s4")
+    assert by_shard == answers("shard", 4, "s4-again")
+    assert by_shard != answers("shard", 2, "s2")
+    # every shard done: the rerun reads them and starts no engine (vLLM's start costs minutes on a GPU)
+    _LOADED.clear()
+    stage = stage_for("01_generate", {**values, "shard_size": 4})
+    df, stats = generate_responses(stage, prompts, model, tmp_path / "s4.parquet", progress=False)
+    assert not _LOADED and stats["shards_resumed"] == 2 and stats["load_seconds"] == 0
+    assert [list(r) for r in df["all_generated_responses"]] == by_shard
 
 
 @pytest.mark.parametrize("params,needle", [

@@ -1,8 +1,12 @@
 """Stage 02: real llm-blender on the tiny PairRM, pair selection, the Snorkel-schema dataset."""
+import copy
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from nbutils.files import REPO_ROOT
 from nbutils.run import params as P
 from nbutils.rerank import dataset as preference_data
 from nbutils.rerank import rankers
@@ -199,3 +203,83 @@ def test_rerun_skips_the_finished_stage(tiny_run, runs_dir):
     out = cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
               *params_args(runs_dir=runs_dir, run_name="rerank", prompts_per_iteration=40, shard_size=8)).stdout
     assert "02_rerank: done for these params and inputs, skipped" in out
+
+
+ALPACA = REPO_ROOT.parent / "shared" / "alpaca_eval"
+ANSWERERS = ["Mistral-7B-Instruct-v0.2", "Snorkel-Mistral-PairRM-DPO", "SPPO-Mistral7B-PairRM"]
+
+
+@pytest.fixture
+def short_pairrm(pairrm):
+    """The tiny PairRM reading at most 96 prompt and 64+ answer tokens (its own 1224/412 take
+    ~0.5 s a comparison on long texts on a CPU): real AlpacaEval texts overrun both."""
+    cfg = pairrm.blender.ranker_config
+    saved = cfg.source_maxlength, cfg.candidate_maxlength
+    cfg.source_maxlength, cfg.candidate_maxlength = 96, 64
+    try:
+        yield pairrm
+    finally:
+        cfg.source_maxlength, cfg.candidate_maxlength = saved
+
+
+def alpaca_texts(rows: list[int]) -> tuple[list[str], list[list[str]]]:
+    """AlpacaEval instructions and their real answers: GPT-4-turbo's and three published models'."""
+    reference = json.loads((ALPACA / "reference_gpt4_1106_preview.json").read_text())
+    outputs = [json.loads((ALPACA / "outputs" / f"{m}.json").read_text()) for m in ANSWERERS]
+    return ([reference[i]["instruction"] for i in rows],
+            [[reference[i]["output"]] + [o[i]["output"] for o in outputs] for i in rows])
+
+
+def test_length_bucketing_keeps_every_score_and_pads_less(short_pairrm):
+    # short and long instructions (the longest AlpacaEval ones overrun 96 tokens), answers of 3 to 1,700 words
+    rows = [0, 5, 95, 150, 273, 300, 433, 500, 640, 700]
+    prompts, candidates = alpaca_texts(rows)
+    prompts[1] = " ".join(candidates[8])  # a prompt far over the source max length
+    candidates[2], candidates[6] = candidates[2][:3], candidates[6][:2]  # other candidate counts: other groups
+    sources, lengths = short_pairrm.lengths(prompts, candidates)
+    assert max(sources) == 96 and min(sources) < 20 and max(map(max, lengths)) > 64 > min(map(min, lengths))
+    collator = copy.copy(short_pairrm.blender.ranker_collator)  # as rank() sets it up
+    collator.source_maxlength, collator.candidate_maxlength = 96, 64
+    for p, c, s, n in zip(prompts, candidates, sources, lengths):  # the lengths are what the collator reads
+        batch = collator([{"source": p, "candidates": c}])
+        assert batch["source_attention_mask"].sum() == s and batch["candidate_attention_mask"].sum(-1)[0].tolist() == n
+    assert short_pairrm.batches(prompts, candidates, 3, bucketing=True) != \
+        short_pairrm.batches(prompts, candidates, 3, bucketing=False)
+    fed = []  # the backbone's input sizes: (ids incl. padding, real tokens)
+    hook = short_pairrm.blender.ranker.pretrained_model.register_forward_pre_hook(
+        lambda _, args, kw: fed.append((kw["input_ids"].numel(), int(kw["attention_mask"].sum()))), with_kwargs=True)
+    try:
+        plain = short_pairrm.score(prompts, candidates, 3, bucketing=False)
+        fed_plain, fed[:] = np.sum(fed, axis=0).tolist(), []
+        bucketed = short_pairrm.score(prompts, candidates, 3, bucketing=True)
+        fed_bucketed = np.sum(fed, axis=0).tolist()
+    finally:
+        hook.remove()
+    assert [len(s) for s in bucketed] == [len(c) for c in candidates]
+    for a, b in zip(plain, bucketed):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+        assert (b.argmax(), b.argmin()) == (a.argmax(), a.argmin())
+    with_buckets = short_pairrm.tokens(prompts, candidates, 3, bucketing=True)
+    without = short_pairrm.tokens(prompts, candidates, 3, bucketing=False)
+    assert [without["processed"], without["unpadded"]] == fed_plain  # counted as the backbone is fed
+    assert [with_buckets["processed"], with_buckets["unpadded"]] == fed_bucketed
+    assert with_buckets["unpadded"] == without["unpadded"] < with_buckets["processed"] < without["processed"]
+
+
+def test_a_prompts_scores_do_not_depend_on_its_batch_neighbours(short_pairrm, monkeypatch):
+    """llm-blender gives candidates ``candidate_maxlength + (source_maxlength - the batch's longest
+    source) // 2`` tokens; the compat collator truncates each example as if it were alone."""
+    from llm_blender.pair_ranker.collator import CrossCompareCollator
+    prompts, candidates = alpaca_texts([150, 273, 640])  # a short instruction with long answers first
+    prompts[1] = prompts[2] = " ".join(candidates[2])  # neighbours with prompts over the source max length
+    blender = short_pairrm.blender
+
+    def alone_and_in_a_batch():
+        return (blender.rank(prompts[:1], candidates[:1], return_scores=True, batch_size=1, disable_tqdm=True)[0],
+                blender.rank(prompts, candidates, return_scores=True, batch_size=3, disable_tqdm=True)[0])
+    alone, in_batch = alone_and_in_a_batch()
+    np.testing.assert_allclose(in_batch, alone, atol=1e-5)
+    monkeypatch.setattr(CrossCompareCollator, "__call__", CrossCompareCollator.__call__.collate_batch)
+    unpatched_alone, unpatched_in_batch = alone_and_in_a_batch()  # llm-blender's own collator
+    np.testing.assert_allclose(unpatched_alone, alone, atol=1e-5)
+    assert np.abs(unpatched_in_batch - alone).max() > 1e-3

@@ -12,6 +12,13 @@
 * Loading: a ranker path that does not exist is an error (no hub attempt), a
   relative backbone path in a ranker's config is resolved beside the ranker,
   and missing or unexpected checkpoint keys are an error.
+* Batch-invariant input: llm-blender's PairRM collator gives candidates
+  ``candidate_maxlength + (source_maxlength - longest source in the batch) // 2``
+  tokens, so how much of a long answer PairRM reads depends on its batch
+  neighbours' prompts. Each example is collated alone (as at ``batch_size=1``),
+  then right-padded to the batch's longest (pad id, mask 0; the ranker moves
+  padding to the end and trims it): a prompt's scores do not depend on its batch.
+  :func:`input_lengths` gives the token counts PairRM reads, without collating.
 """
 from __future__ import annotations
 
@@ -61,7 +68,54 @@ def install() -> None:
     model_util.build_pretrained_model = build_pretrained_model
     model_util.build_tokenizer = build_tokenizer
     blender_utils.build_tokenizer = build_tokenizer  # imported by name there
+    per_example_collation()
     _INSTALLED = True
+
+
+def per_example_collation() -> None:
+    """PairRM's collator (``CrossCompareCollator``) collates each example alone and pads the batch."""
+    from llm_blender.pair_ranker.collator import CrossCompareCollator
+    if getattr(CrossCompareCollator.__call__, "per_example", False):
+        return
+    collate_batch = CrossCompareCollator.__call__
+
+    def collate(self, batch):
+        if len(batch) == 1:
+            return collate_batch(self, batch)
+        import torch
+        import torch.nn.functional as F
+        parts = [collate_batch(self, [example]) for example in batch]
+        out = {"scores": None if parts[0]["scores"] is None else torch.cat([p["scores"] for p in parts])}
+        for key, fill in (("source_ids", self.tokenizer.pad_token_id), ("source_attention_mask", 0),
+                          ("candidate_ids", self.tokenizer.pad_token_id), ("candidate_attention_mask", 0)):
+            width = max(p[key].shape[-1] for p in parts)
+            out[key] = torch.cat([F.pad(p[key], (0, width - p[key].shape[-1]), value=fill) for p in parts])
+        return out
+
+    collate.per_example = True
+    collate.collate_batch = collate_batch  # llm-blender's own, for tests
+    CrossCompareCollator.__call__ = collate
+
+
+def input_lengths(collator, prompts: list[str], candidates: list[list[str]], source_maxlength: int,
+                  candidate_maxlength: int) -> tuple[list[int], list[list[int]]]:
+    """The tokens PairRM reads of each prompt and each candidate ([CLS], prefix and [SEP] included)
+    under the per-example truncation installed above, at the max lengths ``rank()`` sets (its
+    ranker config's): each comparison of a prompt reads ``source + candidate i + candidate j``."""
+    if collator.mannually_add_sep_token:
+        raise NotImplementedError("input_lengths: a ranker tokenizer whose sep token encodes to one id")
+    tok, sep = collator.tokenizer, collator.sep_token
+
+    def counts(texts, prefix):  # the collator's text: prefix + text, its sep token replaced by a space
+        texts = [(prefix + t).replace(sep, " ") for t in texts]
+        return [len(ids) for ids in tok(texts, verbose=False)["input_ids"]] if texts else []
+    sources = [min(n, source_maxlength) for n in counts(prompts, collator.source_prefix)]
+    flat, out, pos = counts([c for row in candidates for c in row], collator.candidate_prefix), [], 0
+    for s, row in zip(sources, candidates):
+        limit = candidate_maxlength + (source_maxlength - s) // 2
+        out.append([min(n, limit) for n in flat[pos: pos + len(row)]])
+        pos += len(row)
+    return sources, out
 
 
 def restore_spm_normalizer(tokenizer):

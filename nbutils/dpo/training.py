@@ -5,49 +5,103 @@ LoRA adapters (peft); the reference is the same model with the adapters
 disabled, so no second copy sits in memory (``reference_model: initial`` loads
 the base model as a separate reference instead). On a GPU: bf16 compute, paged
 AdamW; on CPU: float32 and plain AdamW; the code path is the same.
+``load_in_4bit: auto`` trains LoRA on the unquantized model instead when the GPU
+holds it with room to spare (the run plan's estimate + 10%), QLoRA otherwise.
+``train_sampling_strategy: group_by_length`` batches pairs of similar length, so
+a batch pads far less (TRL's collator pads to the batch's longest sequence;
+TRL 1.16's ``padding_free`` is disabled for DPO); each pair's log-probs and loss
+are the same, only which pairs share a batch changes.
 Checkpoints are kept in ``dpo_checkpoints/``; a killed run resumes from the
 last one, unless the params or the pairs changed.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
-from nbutils.compat import peft_resume
+from nbutils.compat import length_grouping, peft_resume
 from nbutils.files import fresh_for
 
 TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_length", "warmup_ratio", "lr_scheduler_type", "optim",
                  "gradient_checkpointing", "loss_type", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
-                 "lora_target_modules", "reference_model", "dtype", "device", "seed", "save_steps", "base_model"]
+                 "lora_target_modules", "reference_model", "dtype", "device", "seed", "save_steps", "base_model",
+                 "train_sampling_strategy", "use_liger_kernel"]
+AUTO_4BIT_MARGIN = 0.10  # load_in_4bit: auto wants the estimate + 10% free on the GPU (estimates are rough)
+LENGTH_COLUMN = "length"  # transformers' default length_column_name
 
 
-def device_settings(p: dict) -> dict:
-    """Compute dtype, optimizer and device for this machine (``auto`` resolved)."""
+def resolve_load_in_4bit(value, gpu_gib: float | None, unquantized_gib: float | None) -> tuple[bool, str]:
+    """(load_in_4bit, why) for the ``load_in_4bit`` param: true or false as set; ``auto``: QLoRA on
+    the CPU (``gpu_gib`` None: the CPU path as always) and on a GPU without room; LoRA on the
+    unquantized model when the GPU's ``gpu_gib`` hold ``unquantized_gib`` (the run plan's estimate
+    of training with load_in_4bit false: ``nbutils.run.plan.dpo_memory``) plus 10%."""
+    if isinstance(value, bool):
+        return value, f"load_in_4bit: {str(value).lower()} as set: " + ("QLoRA" if value else "LoRA, unquantized")
+    if value != "auto":
+        raise ValueError(f"load_in_4bit: must be true, false or auto, got {value!r}")
+    if gpu_gib is None:
+        return True, "load_in_4bit: auto on the CPU: QLoRA (bitsandbytes' CPU path)"
+    if unquantized_gib is None:
+        return True, "load_in_4bit: auto with no estimate of the unquantized training's memory: QLoRA"
+    need = unquantized_gib * (1 + AUTO_4BIT_MARGIN)
+    fits = need <= gpu_gib
+    return not fits, (f"load_in_4bit: auto: training on the unquantized model needs ~{unquantized_gib:.1f} GiB "
+                      f"(+{AUTO_4BIT_MARGIN:.0%}: {need:.1f}), the GPU has {gpu_gib:.1f} GiB: "
+                      + ("LoRA on the unquantized model" if fits else "QLoRA"))
+
+
+def resolve_liger_kernel(value, gpu: bool) -> bool:
+    """``use_liger_kernel``: auto is on with CUDA and the liger-kernel package (Triton kernels for
+    RMSNorm, RoPE and SwiGLU; TRL already computes log-probs with a chunked LM head); true without
+    them is an error."""
+    have = importlib.util.find_spec("liger_kernel") is not None
+    if value == "auto":
+        return gpu and have
+    if value is True and not (gpu and have):
+        missing = " and ".join(m for m, ok in (("CUDA", gpu), ("the liger-kernel package", have)) if not ok)
+        raise ValueError(f"use_liger_kernel: true needs CUDA and the liger-kernel package (pip install "
+                         f"liger-kernel; Triton kernels, GPU only); {missing} missing here. Set use_liger_kernel: "
+                         "auto (on where it can be) or false")
+    return bool(value)
+
+
+def device_settings(p: dict, unquantized_gib: float | None = None) -> dict:
+    """Compute dtype, optimizer, device, 4-bit or not and Liger kernels for this machine (``auto``
+    resolved, once per stage). ``unquantized_gib``: the run plan's estimate of training with
+    load_in_4bit false (GiB), which ``load_in_4bit: auto`` weighs against the GPU's memory."""
     import torch
 
     from nbutils.devices import resolve_device
     gpu = resolve_device(p["device"]) == "cuda"
     dtype = p["dtype"] if p["dtype"] != "auto" else ("bfloat16" if gpu else "float32")
     optim = p["optim"] if p["optim"] != "auto" else ("paged_adamw_32bit" if gpu else "adamw_torch")
-    return {"gpu": gpu, "dtype": dtype, "torch_dtype": getattr(torch, dtype), "optim": optim}
+    gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else None
+    load_in_4bit, why = resolve_load_in_4bit(p["load_in_4bit"], gpu_gib, unquantized_gib)
+    liger = resolve_liger_kernel(p["use_liger_kernel"], gpu)
+    print(f"{why}; use_liger_kernel: {p['use_liger_kernel']} -> {str(liger).lower()}")
+    return {"gpu": gpu, "dtype": dtype, "torch_dtype": getattr(torch, dtype), "optim": optim,
+            "load_in_4bit": load_in_4bit, "load_in_4bit_reason": why, "use_liger_kernel": liger}
 
 
 def load_policy(path: str, p: dict, settings: dict, adapters: bool = True):
-    """(model, tokenizer): ``path`` in 4-bit nf4 (or full precision) ready for LoRA training."""
+    """(model, tokenizer): ``path`` in 4-bit nf4 (or full precision: ``settings["load_in_4bit"]``,
+    resolved by :func:`device_settings`) ready for LoRA training."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     kwargs = {"dtype": settings["torch_dtype"], "device_map": {"": 0} if settings["gpu"] else None}
-    if p["load_in_4bit"]:
+    if settings["load_in_4bit"]:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=settings["torch_dtype"],
             bnb_4bit_use_double_quant=True, bnb_4bit_quant_storage=settings["torch_dtype"])
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if p["load_in_4bit"] and adapters:
+    if settings["load_in_4bit"] and adapters:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p["gradient_checkpointing"])
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
@@ -71,6 +125,9 @@ def lora_config(p: dict):
 
 
 def dpo_config(p: dict, settings: dict, output_dir: Path):
+    """TRL's config. ``remove_unused_columns`` is off so the ``length`` column reaches the length-grouped
+    sampler (the trainer drops columns before it builds the sampler); TRL's collator reads only its own
+    keys (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), so the other columns go no further."""
     from trl import DPOConfig
     return DPOConfig(
         output_dir=str(output_dir), beta=p["beta"], loss_type=[p["loss_type"]],
@@ -82,16 +139,52 @@ def dpo_config(p: dict, settings: dict, output_dir: Path):
         gradient_checkpointing=p["gradient_checkpointing"], bf16=settings["dtype"] == "bfloat16",
         fp16=settings["dtype"] == "float16", use_cpu=not settings["gpu"], seed=p["seed"],
         logging_steps=1, save_strategy="steps", save_steps=p["save_steps"], save_total_limit=2,
-        eval_strategy="no", report_to=[], disable_tqdm=False)
+        eval_strategy="no", report_to=[], disable_tqdm=False, train_sampling_strategy=p["train_sampling_strategy"],
+        length_column_name=LENGTH_COLUMN, remove_unused_columns=False, use_liger_kernel=settings["use_liger_kernel"])
 
 
 def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, output_dir: Path, ref_model=None):
     from trl import DPOTrainer
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(stage.params, settings, output_dir),
-                         train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-                         peft_config=lora_config(stage.params))
+    with warnings.catch_warnings():
+        # TRL 1.16 deprecates use_liger_kernel for Hub kernels loaded by model name (model_init_kwargs): not
+        # for a model passed in, as here; nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(stage.params, settings, output_dir),
+                             train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+                             peft_config=lora_config(stage.params))
+    if trainer.args.train_sampling_strategy == "group_by_length":
+        trainer.train_dataset = with_lengths(trainer.train_dataset, stage["max_length"])
+        trainer.eval_dataset = with_lengths(trainer.eval_dataset, stage["max_length"])  # grouped alike
+        length_grouping.seed_length_grouping(trainer)  # exact resume past the first epoch
     trainer.add_callback(peft_resume.adapter_dtype_keeper(trainer.model))  # exact resume of QLoRA
     return trainer
+
+
+def with_lengths(dataset, max_length: int):
+    """TRL's tokenized pairs with a ``length`` column for the length-grouped sampler: prompt plus the
+    longer answer in tokens (chat template included), capped at ``max_length`` where TRL's collator
+    truncates: the length a batch holding the pair is padded to."""
+    if dataset is None:
+        return None
+    if LENGTH_COLUMN in dataset.column_names:
+        dataset = dataset.remove_columns(LENGTH_COLUMN)
+
+    def lengths(prompt, chosen, rejected):
+        return {LENGTH_COLUMN: [min(len(p) + max(len(c), len(r)), max_length)
+                                for p, c, r in zip(prompt, chosen, rejected)]}
+    return dataset.map(lengths, batched=True, input_columns=["prompt_ids", "chosen_ids", "rejected_ids"],
+                       desc="Measuring pair lengths")
+
+
+def padding_stats(trainer) -> dict:
+    """Real and padded tokens of one pass over the trainer's train batches (chosen and rejected
+    sequences; the sampler's order for this epoch)."""
+    real = padded = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        real += int(mask.sum())
+        padded += int(mask.numel() - mask.sum())
+    return {"real_tokens": real, "padding_tokens": padded}
 
 
 def last_checkpoint(output_dir: Path, fingerprint: dict) -> str | None:
@@ -117,15 +210,20 @@ def checkpoint_complete(ckpt: Path) -> bool:
     return any(ckpt.glob("rng_state*.pth"))
 
 
-def fingerprint(stage, train) -> dict:
+def fingerprint(stage, train, resolved: dict | None = None) -> dict:
+    """What a checkpoint was trained under: the params, with ``resolved`` (the values ``auto`` took
+    on this machine) over them, and the pairs."""
     pairs = hashlib.sha256(json.dumps(train.to_list(), sort_keys=True).encode()).hexdigest()
-    return {**{k: stage[k] for k in TRAINING_KEYS}, "iteration": stage["iteration"], "pairs_sha256": pairs}
+    return {**{k: stage[k] for k in TRAINING_KEYS}, **(resolved or {}), "iteration": stage["iteration"],
+            "pairs_sha256": pairs}
 
 
 def train(trainer, stage, output_dir: Path, adapter_dir: Path) -> dict:
     """Train (resuming from the last checkpoint), evaluate, save the adapter; returns stats."""
     from nbutils.files import atomic_path
-    resume = last_checkpoint(output_dir, fingerprint(stage, trainer.train_dataset))
+    nf4_layers = linear_4bit_layers(trainer.model)
+    resolved = {"load_in_4bit": nf4_layers > 0, "use_liger_kernel": trainer.args.use_liger_kernel}
+    resume = last_checkpoint(output_dir, fingerprint(stage, trainer.train_dataset, resolved))
     if resume:
         print(f"resuming from {resume}")
     t0 = time.perf_counter()
@@ -133,7 +231,7 @@ def train(trainer, stage, output_dir: Path, adapter_dir: Path) -> dict:
     stats = {"resumed_from_checkpoint": Path(resume).name if resume else None,
              "train_seconds": round(time.perf_counter() - t0, 2), "global_steps": result.global_step,
              "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss),
-             "linear_4bit_layers": linear_4bit_layers(trainer.model)}
+             "linear_4bit_layers": nf4_layers}
     if trainer.eval_dataset is not None:
         stats.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     with atomic_path(adapter_dir) as tmp:

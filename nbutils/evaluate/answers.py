@@ -40,15 +40,22 @@ def models_of_run(stage) -> list[tuple[str, str]]:
 def sample(stage, prompts, model: str, out_dir: Path, n: int, temperature: float) -> list[list[str]]:
     """``n`` answers per eval prompt from ``model`` (stage 01's generation code, resumable,
     in a process of its own so the next model gets the memory back)."""
-    from nbutils.generate.sampling import generate_in_child
-    p = {**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature, "top_p": stage["eval_top_p"],
-         "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model}
-    df, _ = generate_in_child(p, prompts, model, out_dir / "generations.parquet",
-                              desc=f"{out_dir.name}: {n} answer{'s' if n > 1 else ''} per instruction")
-    if len(df) != len(prompts):
-        raise ValueError(f"{model}: {len(prompts) - len(df)} eval prompts were too long for max_model_len; "
-                         f"raise max_model_len so every model answers the same instructions")
-    return [list(r) for r in df["all_generated_responses"]]
+    return sample_many(stage, prompts, model, [(out_dir, n, temperature)])[0]
+
+
+def sample_many(stage, prompts, model: str, specs: list[tuple[Path, int, float]]) -> list[list[list[str]]]:
+    """:func:`sample` for each (out_dir, n, temperature) of ``specs``, from one engine start."""
+    from nbutils.generate.sampling import generate_jobs_in_child
+    jobs = [({**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature,
+              "top_p": stage["eval_top_p"], "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model},
+             out_dir / "generations.parquet") for out_dir, n, temperature in specs]
+    desc = " + ".join(f"{out_dir.name}: {n} answer{'s' if n > 1 else ''} per instruction" for out_dir, n, _ in specs)
+    results = generate_jobs_in_child(jobs, prompts, model, desc=desc)
+    for df, _ in results:
+        if len(df) != len(prompts):
+            raise ValueError(f"{model}: {len(prompts) - len(df)} eval prompts were too long for max_model_len; "
+                             f"raise max_model_len so every model answers the same instructions")
+    return [[list(r) for r in df["all_generated_responses"]] for df, _ in results]
 
 
 def write_model_outputs(path: Path, instructions: list[str], outputs: list[str], generator: str, dataset: str):
@@ -76,10 +83,11 @@ def lengths(outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_size: int,
-              desc: str | None = None) -> list[str]:
+              desc: str | None = None, bucketing: bool = True) -> list[str]:
     """Each instruction's highest-scored sample (empty samples never win)."""
     best = []
-    scored = ranker.score(instructions, [[s or " " for s in row] for row in samples], batch_size, desc=desc)
+    scored = ranker.score(instructions, [[s or " " for s in row] for row in samples], batch_size, desc=desc,
+                          bucketing=bucketing)
     for row, scores in zip(samples, scored):
         scores = [s if text.strip() else -np.inf for s, text in zip(scores, row)]
         best.append(row[int(np.argmax(scores))])
@@ -87,26 +95,38 @@ def best_of_n(ranker, instructions: list[str], samples: list[list[str]], batch_s
 
 
 def answer_all(stage, prompts, out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Each model's ``model_outputs.json`` (one answer per instruction at the eval settings)."""
-    outputs = {}
-    for name, path in models_of_run(stage):
-        texts = sample(stage, prompts, path, out_dir / slug(name), 1, stage["eval_temperature"])
+    """Each model's ``model_outputs.json`` (one answer per instruction at the eval settings). The
+    final model's engine also draws its best-of-N samples (:func:`sample_best_of` then finds them)."""
+    outputs, models = {}, models_of_run(stage)
+    for i, (name, path) in enumerate(models):
+        specs = [(out_dir / slug(name), 1, stage["eval_temperature"])]
+        if i == len(models) - 1:
+            specs.append(best_of_spec(stage, out_dir, name)[1:])
+        texts = sample_many(stage, prompts, path, specs)[0]
         outputs[name] = save_outputs(stage, out_dir, name, prompts["prompt"], [t[0] for t in texts])
     return outputs
 
 
-def sample_best_of(stage, prompts, out_dir: Path) -> tuple[str, list[list[str]]]:
-    """(name, samples): the final model's ``best_of_n`` samples at ``best_of_temperature``."""
-    last, final = models_of_run(stage)[-1]
+def best_of_spec(stage, out_dir: Path, last: str) -> tuple[str, Path, int, float]:
+    """(name, out_dir, n, temperature) of the best-of-N samples of the final model, named ``last``."""
     name = f"{last} best-of-{stage['best_of_n']}"
-    return name, sample(stage, prompts, final, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"])
+    return name, out_dir / slug(name), stage["best_of_n"], stage["best_of_temperature"]
+
+
+def sample_best_of(stage, prompts, out_dir: Path) -> tuple[str, list[list[str]]]:
+    """(name, samples): the final model's ``best_of_n`` samples at ``best_of_temperature`` (drawn
+    by :func:`answer_all` already, when it ran first: then no engine starts)."""
+    last, final = models_of_run(stage)[-1]
+    name, folder, n, temperature = best_of_spec(stage, out_dir, last)
+    return name, sample(stage, prompts, final, folder, n, temperature)
 
 
 def pick_best(stage, prompts, ranker, name: str, samples: list[list[str]], out_dir: Path) -> pd.DataFrame:
     """The ranker's best of each instruction's samples, saved as model ``name``'s outputs.
     Load the ranker after all sampling: on a GPU, a vLLM engine starts only when its
     memory share is free."""
-    best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"], desc=f"{name}: ranking")
+    best = best_of_n(ranker, list(prompts["prompt"]), samples, stage["ranker_batch_size"], desc=f"{name}: ranking",
+                     bucketing=stage["ranker_bucketing"])
     return save_outputs(stage, out_dir, name, prompts["prompt"], best)
 
 

@@ -25,14 +25,15 @@ from nbutils.evaluate.judging import LC_COLUMN, annotate
 LC_REFITS = 100
 
 
-def judged(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int) -> dict:
+def judged(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
+           bucketing: bool = True) -> dict:
     """model -> (the offline judge's annotations, GPT-4-turbo's), on the reference's instructions."""
     from nbutils import published
     out = {}
     for m in models:
         theirs = published.annotations(m).head(len(reference)).reset_index(drop=True)
         outputs = theirs[["instruction", "output_2"]].rename(columns={"output_2": "output"})
-        ours = annotate(judge, judge_name, outputs, reference, m, batch_size)
+        ours = annotate(judge, judge_name, outputs, reference, m, batch_size, bucketing)
         out[m] = (ours, theirs.assign(index=range(len(theirs)), generator_2=m))
     return out
 

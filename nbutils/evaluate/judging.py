@@ -52,23 +52,18 @@ def check_outputs(model: pd.DataFrame, reference: pd.DataFrame, name: str) -> No
 
 
 def preferences(judge, instructions: list[str], reference: list[str], outputs: list[str], batch_size: int,
-                desc: str | None = None):
-    """alpaca_eval preferences in [1, 2] (2: the model's output wins, 1.5: tie). PairRM
-    compares both orders and averages them ([A,B]+[B,A]), so position bias cancels."""
-    from tqdm.auto import tqdm
-    if hasattr(judge, "blender"):
-        logits = np.concatenate([judge.blender.compare(
-            instructions[s: s + batch_size], outputs[s: s + batch_size], reference[s: s + batch_size],
-            batch_size=batch_size, return_logits=True, mode="[A,B]+[B,A]", disable_tqdm=True)
-            for s in tqdm(range(0, len(instructions), batch_size), desc=desc, unit="batch", disable=desc is None)])
-    else:
-        scores = judge.score(instructions, [[o, r] for o, r in zip(outputs, reference)], batch_size, desc=desc)
-        logits = np.array([s[0] - s[1] for s in scores])
+                desc: str | None = None, bucketing: bool = True):
+    """alpaca_eval preferences in [1, 2] (2: the model's output wins, 1.5: tie): the sign of
+    score(output) - score(reference). PairRM's two scores compare both orders and average them
+    (llm-blender's ``compare(mode="[A,B]+[B,A]")``, exactly), so position bias cancels."""
+    scores = judge.score(instructions, [[o, r] for o, r in zip(outputs, reference)], batch_size, desc=desc,
+                         bucketing=bucketing)
+    logits = np.array([s[0] - s[1] for s in scores])
     return np.where(logits > 0, 2.0, np.where(logits < 0, 1.0, 1.5))
 
 
 def annotate(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame, name: str,
-             batch_size: int) -> pd.DataFrame:
+             batch_size: int, bucketing: bool = True) -> pd.DataFrame:
     """alpaca_eval annotations of ``model_outputs`` against ``reference`` by ``judge``."""
     check_outputs(model_outputs, reference, name)
     outputs = model_outputs["output"].fillna("")
@@ -77,7 +72,7 @@ def annotate(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.
         "output_1": reference["output"].values, "output_2": outputs.values,
         "generator_1": reference["generator"].iloc[0], "generator_2": name, "annotator": judge_name,
         "preference": preferences(judge, list(reference["instruction"]), list(reference["output"]),
-                                  list(outputs), batch_size, desc=f"judging {name}")})
+                                  list(outputs), batch_size, desc=f"judging {name}", bucketing=bucketing)})
 
 
 def row(annotations: pd.DataFrame, judge: str, kind: str, glm_names: list[str]) -> dict:
@@ -94,26 +89,27 @@ def row(annotations: pd.DataFrame, judge: str, kind: str, glm_names: list[str]) 
 
 
 def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame, name: str,
-              batch_size: int, glm_names: list[str] = (MINIMAL,), kind: str = RUN) -> dict:
+              batch_size: int, glm_names: list[str] = (MINIMAL,), kind: str = RUN, bucketing: bool = True) -> dict:
     """One model's row under the offline judge."""
-    annotations = annotate(judge, judge_name, model_outputs, reference, name, batch_size)
+    annotations = annotate(judge, judge_name, model_outputs, reference, name, batch_size, bucketing)
     label = OFFLINE.format(judge=judge_name, reference=reference["generator"].iloc[0])
     return row(annotations, label, kind, list(glm_names))
 
 
 def published_rows(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
-                   glm_names: list[str]) -> list[dict]:
+                   glm_names: list[str], bucketing: bool = True) -> list[dict]:
     """The leaderboard models' published outputs (first ``len(reference)`` instructions) under this judge."""
     from nbutils import published
     return [judge_row(judge, judge_name, published.model_outputs(m).head(len(reference)), reference, m,
-                      batch_size, glm_names, kind=PUBLISHED) for m in models]
+                      batch_size, glm_names, kind=PUBLISHED, bucketing=bucketing) for m in models]
 
 
-def base_reproduction(judge, judge_name: str, run_base: pd.DataFrame, published_base: str, batch_size: int) -> dict:
+def base_reproduction(judge, judge_name: str, run_base: pd.DataFrame, published_base: str, batch_size: int,
+                      bucketing: bool = True) -> dict:
     """This run's base-model outputs judged against the published ones of ``published_base`` (50: alike)."""
     from nbutils import published
     theirs = published.model_outputs(published_base).head(len(run_base)).assign(generator=published_base)
-    r = row(annotate(judge, judge_name, run_base, theirs, "this run's base", batch_size),
+    r = row(annotate(judge, judge_name, run_base, theirs, "this run's base", batch_size, bucketing),
             OFFLINE.format(judge=judge_name, reference=published_base), RUN, [MINIMAL])
     return {"judge": r["judge"], "win_rate": r["win_rate"], "standard_error": r["standard_error"],
             "lc_minimal": r["lc_minimal"], "run_base_chars": r["avg_length"],

@@ -2,9 +2,13 @@
 
 Both backends take the same chat-templated token ids and return the same
 :class:`Sample` fields, so stage 01's output schema does not depend on the
-backend. Seeds: vLLM gets one per prompt (derived from seed, iteration and
-prompt_id; its n samples use seed+i), transformers one per shard, so a resumed
-run draws what an uninterrupted one would have.
+backend. Seeds (``sampling_seeds``): ``shard`` (default) seeds each shard once, derived
+from seed, iteration and the shard's index: vLLM's engine is reseeded and its prefix cache
+emptied before the shard, transformers seeds torch; the requests carry no seed, so vLLM's
+sampler stays on its fast path (on a GPU a seeded request makes it draw row by row, every
+step). ``request`` (vLLM only) seeds every prompt (its n samples use seed+i): the same
+prompt draws the same answers whatever the sharding, at that cost. Either way a resumed run
+redoes unfinished shards from their seeds, so it draws what an uninterrupted one would have.
 """
 from __future__ import annotations
 
@@ -25,11 +29,25 @@ class Sample:
     finish_reason: str  # "stop" (ended with EOS) or "length" (hit max_new_tokens)
 
 
-def sampling_seeds(backend: str, seed: int, iteration: int, prompt_ids: list[str], shard: int) -> list[int]:
-    """vLLM: one seed per prompt; transformers: one per shard (its batches share a stream)."""
-    if backend == "vllm":
+SEED_MODES = ("shard", "request")
+
+
+def sampling_seeds(mode: str, backend: str, seed: int, iteration: int, prompt_ids: list[str],
+                   shard: int) -> list[int]:
+    """The seed of each prompt of a shard: ``request`` with vLLM, one per prompt; else the shard's
+    one seed for all (transformers' batches share one stream, so it is always per shard)."""
+    if mode == "request" and backend == "vllm":
         return [derive_seed(seed, iteration, pid) for pid in prompt_ids]
     return [derive_seed(seed, iteration, "shard", shard)] * len(prompt_ids)
+
+
+class Reseed:
+    """vLLM worker extension (``worker_extension_cls``): ``collective_rpc("reseed", (seed,))``
+    reseeds every worker's torch, numpy and random generators, which unseeded requests draw from."""
+
+    def reseed(self, seed: int) -> None:
+        from vllm.utils.torch_utils import set_random_seed
+        set_random_seed(seed, self.parallel_config.data_parallel_index)
 
 
 def pick_backend(name: str) -> str:
@@ -68,17 +86,27 @@ class VLLMBackend:
         self.llm = LLM(model=model, dtype=p["dtype"], seed=p["seed"],
                        gpu_memory_utilization=p["gpu_memory_utilization"],
                        max_model_len=p["max_model_len"], tokenizer_mode="hf", config_format="hf",
-                       load_format=weights_format(model))
+                       load_format=weights_format(model),
+                       worker_extension_cls=f"{Reseed.__module__}.{Reseed.__qualname__}")
         self.tokenizer = self.llm.get_tokenizer()
         self.p = p
 
-    def generate(self, prompt_ids: list[list[int]], seeds: list[int]) -> list[list[Sample]]:
+    def generate(self, prompt_ids: list[list[int]], seeds: list[int], per_request: bool = False,
+                 ignore_eos: bool = False) -> list[list[Sample]]:
+        """``per_request``: each request carries its seed; else the engine is reseeded with the
+        first and starts from an empty prefix cache (so its batches, hence its draws, are those of
+        an uninterrupted run). ``ignore_eos``: every answer runs to max_new_tokens (benchmarks)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         p, eos = self.p, self.tokenizer.eos_token_id
+        if not per_request:
+            self.llm.reset_prefix_cache()
+            self.llm.collective_rpc("reseed", args=(seeds[0],))
         params = [SamplingParams(n=p["num_samples"], temperature=p["temperature"], top_p=p["top_p"],
-                                 max_tokens=p["max_new_tokens"], seed=s) for s in seeds]
+                                 max_tokens=p["max_new_tokens"], seed=s if per_request else None,
+                                 ignore_eos=ignore_eos)
+                  for s in seeds]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids],
                                  params, use_tqdm=False)
         return [[_decode(self.tokenizer, c.token_ids, eos, c.finish_reason == "stop")
@@ -101,7 +129,7 @@ class HFBackend:
             model, dtype=p["dtype"]).to(self.device).eval()
         self.p = p
 
-    def generate(self, prompt_ids: list[list[int]], seeds: list[int]) -> list[list[Sample]]:
+    def generate(self, prompt_ids: list[list[int]], seeds: list[int], per_request: bool = False) -> list[list[Sample]]:
         import torch
 
         p, tok, out = self.p, self.tokenizer, []
@@ -142,7 +170,7 @@ def load_backend(model: str, p: dict):
     return backend
 
 
-def timed_generate(backend, prompt_ids, seeds) -> tuple[list[list[Sample]], float]:
+def timed_generate(backend, prompt_ids, seeds, per_request: bool) -> tuple[list[list[Sample]], float]:
     t0 = time.perf_counter()
-    samples = backend.generate(prompt_ids, seeds)
+    samples = backend.generate(prompt_ids, seeds, per_request)
     return samples, time.perf_counter() - t0

@@ -5,7 +5,7 @@ import time
 
 import pandas as pd
 
-from nbutils.generate.backends import load_backend, sampling_seeds, timed_generate
+from nbutils.generate.backends import load_backend, pick_backend, sampling_seeds, timed_generate
 from nbutils.shards import run_sharded, write_parquet
 
 SCHEMA = ["prompt_id", "prompt", "all_generated_responses", "finish_reasons",
@@ -22,29 +22,36 @@ def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
 
 def generate_responses(stage, prompts, model: str, out_path, backend=None, progress: bool = True):
     """Sample ``num_samples`` responses for every prompt and write ``out_path``.
-    Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``.
+    Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``; the engine is
+    loaded for the first unfinished shard (a rerun with every shard done starts none).
     ``backend``: an already loaded one to reuse (benchmarks), else one is loaded."""
     p, t0 = stage.params, time.perf_counter()
-    backend = backend or load_backend(model, p)
-    load_s = time.perf_counter() - t0
+    name = backend.name if backend else pick_backend(p["backend"])
+    tokenizer = backend.tokenizer if backend else chat_tokenizer(model)
     rows = prompts.to_list()
-    ids = chat_prompt_ids(backend.tokenizer, [r["prompt"] for r in rows])
+    ids = chat_prompt_ids(tokenizer, [r["prompt"] for r in rows])
     limit = p["max_model_len"] - p["max_new_tokens"]
     keep = [i for i, x in enumerate(ids) if len(x) <= limit]
-    engine_s = 0.0
+    engine_s, load_s = 0.0, 0.0
 
     def work(chunk, shard):
-        nonlocal engine_s
-        seeds = sampling_seeds(backend.name, p["seed"], p["iteration"],
+        nonlocal engine_s, load_s, backend
+        if backend is None:
+            t = time.perf_counter()
+            backend = load_backend(model, p)
+            load_s = time.perf_counter() - t
+            if chat_prompt_ids(backend.tokenizer, [rows[chunk[0]]["prompt"]])[0] != ids[chunk[0]]:
+                raise RuntimeError(f"{model}: the engine's tokenizer and transformers' give other prompt ids")
+        seeds = sampling_seeds(p["sampling_seeds"], backend.name, p["seed"], p["iteration"],
                                [rows[i]["prompt_id"] for i in chunk], shard)
-        samples, secs = timed_generate(backend, [ids[i] for i in chunk], seeds)
+        samples, secs = timed_generate(backend, [ids[i] for i in chunk], seeds, p["sampling_seeds"] == "request")
         engine_s += secs
         return pd.DataFrame([{
             "prompt_id": rows[i]["prompt_id"], "prompt": rows[i]["prompt"],
             "all_generated_responses": [s.text for s in ss],
             "finish_reasons": [s.finish_reason for s in ss],
             "response_num_tokens": [s.num_tokens for s in ss], "prompt_num_tokens": len(ids[i]),
-            "model": p["base_model"] if p["iteration"] == 1 else model, "backend": backend.name,
+            "model": p["base_model"] if p["iteration"] == 1 else model, "backend": name,
             "iteration": p["iteration"], "temperature": p["temperature"], "top_p": p["top_p"],
             "max_new_tokens": p["max_new_tokens"], "seed": seed,
         } for i, ss, seed in zip(chunk, samples, seeds)], columns=SCHEMA)
@@ -54,7 +61,7 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None, progr
                               desc=f"sampling {p['num_samples']} per prompt ({backend.name})" if progress else None)
     write_parquet(df, out_path)
     stats = summarize(df, skipped_long=len(rows) - len(keep))
-    stats.update(backend=backend.name, model=model, load_seconds=round(load_s, 2),
+    stats.update(backend=name, model=model, load_seconds=round(load_s, 2),
                  engine_seconds=round(engine_s, 2), shards_resumed=resumed,
                  stage_seconds=round(time.perf_counter() - t0, 2))
     if engine_s:
@@ -62,16 +69,21 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None, progr
     return df, stats
 
 
-def _generate_in_child(params: dict, rows: list[dict], model: str, out_path: str):
-    import os
+def chat_tokenizer(model: str):
+    """The model's tokenizer (its chat template), as the engines load it (HF files)."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(model)
+
+
+def _generate_in_child(jobs: list[tuple[dict, str]], rows: list[dict], model: str):
     from types import SimpleNamespace
 
     from nbutils.logs import quiet
     quiet()  # what the child prints goes to its log file; its progress is shown by the parent
 
     from datasets import Dataset
-    return generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path,
-                              progress=False)
+    return [generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path,
+                               progress=False) for params, out_path in jobs]
 
 
 def generate_in_child(params: dict, prompts, model: str, out_path, desc: str = "sampling") -> tuple[pd.DataFrame, dict]:
@@ -79,19 +91,26 @@ def generate_in_child(params: dict, prompts, model: str, out_path, desc: str = "
     engine's memory (vLLM's KV cache, the GPU) is given back reliably only when its process
     ends, and the next stage or model needs it. The progress bar is the parent's: it counts the
     child's finished shards."""
+    return generate_jobs_in_child([(params, out_path)], prompts, model, desc)[0]
+
+
+def generate_jobs_in_child(jobs: list[tuple[dict, str]], prompts, model: str, desc: str = "sampling") -> list:
+    """Several (params, out_path) samplings of one model and prompts, one after the other in one
+    child process: the engine starts once (the jobs differ in sampling settings only)."""
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
     from nbutils.processes import in_child
-    shards, size = Path(f"{out_path}.shards"), params["shard_size"]
-    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
+    total = len(prompts) * len(jobs)
+    with tqdm(total=total, desc=desc, unit="prompt") as bar:
         def poll():
-            bar.n = min(len(prompts), size * len(list(shards.glob("shard-*.parquet"))))
+            bar.n = sum(min(len(prompts), p["shard_size"] * len(list(Path(f"{out}.shards").glob("shard-*.parquet"))))
+                        for p, out in jobs)
             bar.refresh()
-        result = in_child(_generate_in_child, params, prompts.to_list(), model, str(out_path), poll=poll,
-                          log=Path(out_path).with_suffix(".log"))
-        bar.n = len(prompts)
+        result = in_child(_generate_in_child, [(p, str(out)) for p, out in jobs], prompts.to_list(), model,
+                          poll=poll, log=Path(jobs[0][1]).with_suffix(".log"))
+        bar.n = total
         bar.refresh()
     return result
 

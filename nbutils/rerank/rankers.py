@@ -39,31 +39,65 @@ def local_dir(name: str) -> Path:
 
 
 class PairRMRanker:
-    """llm-blender's PairRanker (made right under transformers 5 by nbutils.compat.llm_blender)."""
+    """llm-blender's PairRanker (made right under transformers 5 by nbutils.compat.llm_blender).
+
+    A batch costs rows x its longest comparison (source + two candidates) per comparison, so
+    with ``bucketing`` prompts are sorted by the tokens of their longest comparison before they
+    are cut into batches (less padding); the collator truncates each example as if alone in its
+    batch, so the scores do not change."""
 
     def __init__(self, path: Path, device: str):
         from nbutils.compat.llm_blender import load_blender
         self.blender = load_blender(str(path), device=device)
         self.name = str(path)
 
+    def lengths(self, prompts: list[str], candidates: list[list[str]]) -> tuple[list[int], list[list[int]]]:
+        """Tokens PairRM reads of each prompt and each candidate (truncated as it truncates them)."""
+        from nbutils.compat.llm_blender import input_lengths
+        cfg = self.blender.ranker_config
+        return input_lengths(self.blender.ranker_collator, prompts, candidates, cfg.source_maxlength,
+                             cfg.candidate_maxlength)
+
+    def batches(self, prompts: list[str], candidates: list[list[str]], batch_size: int,
+                bucketing: bool = True) -> list[list[int]]:
+        """Prompt indices per ``rank()`` call: one candidate count per call (rank() needs it), and
+        with ``bucketing`` longest comparison first (a batch that does not fit fails at once)."""
+        groups = [[i for i, c in enumerate(candidates) if len(c) == k] for k in sorted({len(c) for c in candidates})]
+        if bucketing:
+            sources, cands = self.lengths(prompts, candidates)
+            longest = [s + sum(sorted(c)[-2:]) for s, c in zip(sources, cands)]
+            groups = [sorted(g, key=lambda i: -longest[i]) for g in groups]
+        return [g[start: start + batch_size] for g in groups for start in range(0, len(g), batch_size)]
+
     def score(self, prompts: list[str], candidates: list[list[str]], batch_size: int,
-              desc: str | None = None) -> list[np.ndarray]:
-        """Each prompt's candidates' scores; with ``desc``, a progress bar of that name."""
+              desc: str | None = None, bucketing: bool = True) -> list[np.ndarray]:
+        """Each prompt's candidates' scores, in the prompts' order; with ``desc``, a progress bar."""
         from tqdm.auto import tqdm
-        # rank() needs the same number of candidates per prompt: rank each count's group apart
         out: list[np.ndarray | None] = [None] * len(prompts)
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=desc is None) as bar:
-            for k in sorted({len(c) for c in candidates}):
-                idx = [i for i, c in enumerate(candidates) if len(c) == k]
-                for start in range(0, len(idx), batch_size):
-                    chunk = idx[start: start + batch_size]
-                    scores = [np.zeros(1, dtype=np.float32)] * len(chunk) if k == 1 else self.blender.rank(
-                        [prompts[i] for i in chunk], [candidates[i] for i in chunk],
-                        return_scores=True, batch_size=batch_size, disable_tqdm=True)
-                    for i, row in zip(chunk, scores):
-                        out[i] = np.asarray(row)
-                    bar.update(len(chunk))
+            for chunk in self.batches(prompts, candidates, batch_size, bucketing and len(prompts) > batch_size):
+                k = len(candidates[chunk[0]])
+                scores = [np.zeros(1, dtype=np.float32)] * len(chunk) if k == 1 else self.blender.rank(
+                    [prompts[i] for i in chunk], [candidates[i] for i in chunk],
+                    return_scores=True, batch_size=len(chunk), disable_tqdm=True)
+                for i, row in zip(chunk, scores):
+                    out[i] = np.asarray(row)
+                bar.update(len(chunk))
         return out
+
+    def tokens(self, prompts: list[str], candidates: list[list[str]], batch_size: int,
+               bucketing: bool = True) -> dict:
+        """Tokens the backbone processes in :meth:`score`'s batches: ``processed`` (padded to each
+        batch's longest, per comparison) and ``unpadded`` (what padding-free batches would cost)."""
+        sources, cands = self.lengths(prompts, candidates)
+        processed = unpadded = 0
+        for chunk in self.batches(prompts, candidates, batch_size, bucketing and len(prompts) > batch_size):
+            s, c = np.array([sources[i] for i in chunk]), np.array([cands[i] for i in chunk])
+            pair = s[:, None, None] + c[:, :, None] + c[:, None, :]  # rows x K x K comparison lengths
+            off = ~np.eye(c.shape[1], dtype=bool)
+            processed += len(chunk) * int(pair.max(axis=0)[off].sum())
+            unpadded += int(pair[:, off].sum())
+        return {"processed": processed, "unpadded": unpadded}
 
     def truncation(self, prompts: list[str], candidates: list[list[str]]) -> dict:
         """Prompts and responses longer than PairRM reads (source / candidate max length)."""
@@ -81,7 +115,9 @@ class PairRMRanker:
 class PointwiseRanker:
     """Scores each (prompt, response) on its own; subclasses define ``score_pairs``."""
 
-    def score(self, prompts, candidates, batch_size, desc: str | None = None) -> list[np.ndarray]:
+    def score(self, prompts, candidates, batch_size, desc: str | None = None,
+              bucketing: bool = True) -> list[np.ndarray]:
+        """Each prompt's candidates' scores; ``bucketing`` is PairRM's (taken, not used here)."""
         from tqdm.auto import tqdm
         flat = [(p, c) for p, cs in zip(prompts, candidates) for c in cs]
         values = []

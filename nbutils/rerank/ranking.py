@@ -54,7 +54,7 @@ def score_responses(stage, generations: pd.DataFrame, ranker, shard_dir: Path) -
         t0 = time.perf_counter()
         scored = ranker.score([rows[i]["prompt"] for i in chunk],
                               [[rows[i]["all_generated_responses"][j] for j in k] for i, k in zip(chunk, keep)],
-                              stage["ranker_batch_size"])
+                              stage["ranker_batch_size"], bucketing=stage["ranker_bucketing"])
         elapsed += time.perf_counter() - t0
         out = []
         for i, k, s in zip(chunk, keep, scored):

@@ -68,7 +68,8 @@ def evaluate_files(values: dict, paths: list[str]) -> pd.DataFrame:
     judge_name = values["judge"] or values["ranker"]
     judge = load_ranker(judge_name, stage.device)
     rows = [judging.judge_row(judge, judge_name, df, reference, name, values["ranker_batch_size"],
-                              judging.glms(answers.on_alpaca_eval(stage)), kind="file") | {"file": str(path)}
+                              judging.glms(answers.on_alpaca_eval(stage)), kind="file",
+                              bucketing=values["ranker_bucketing"]) | {"file": str(path)}
             for path, name, df in files]
     board = pd.DataFrame(rows).reindex(columns=[*judging.COLUMNS, "file"])
     target = stage.run.evaluated / "leaderboard.csv"
@@ -96,7 +97,8 @@ def calibrate_judge(values: dict) -> pd.DataFrame:
     judge_name = values["judge"] or values["ranker"]
     judge = load_ranker(judge_name, stage.device)
     models = values["calibration_models"]
-    pairs = calibration.judged(judge, judge_name, reference, models, values["ranker_batch_size"])
+    pairs = calibration.judged(judge, judge_name, reference, models, values["ranker_batch_size"],
+                               values["ranker_bucketing"])
     table, draws = calibration.per_model(pairs, judging.glms(True))
     corr = calibration.correlations(pairs, draws, judging.glms(True), values["calibration_bootstrap"], values["seed"])
     out = stage.run.calibration

@@ -93,10 +93,11 @@ def vocabulary(notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, Declared]:
 
 
 def coerce(value, annotation: str):
-    """``value`` as ``annotation`` ('int', 'float', 'str', 'bool', 'X | None', 'list[X]');
-    raises TypeError if it is not one."""
+    """``value`` as ``annotation`` ('int', 'float', 'str', 'bool', 'X | None', 'Union[X, Y]' (the form
+    papermill reads), 'list[X]'); raises TypeError if it is not one."""
     kinds = {"int": int, "float": float, "str": str, "bool": bool}
-    options = [a.strip() for a in annotation.split("|")]
+    union = re.fullmatch(r"Union\[(.*)\]", annotation)
+    options = [a.strip() for a in (union.group(1).split(",") if union else annotation.split("|"))]
     if value is None:
         if "None" in options:
             return None

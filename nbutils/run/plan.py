@@ -15,52 +15,9 @@ import pandas as pd
 
 from nbutils.files import repo_path
 
+from nbutils.run.throughput import DPO_COST, GPU, GPUS, PAIRRM_CANDIDATE, PAIRRM_PAD, PAIRRM_SOURCE, PAIRRM_UTIL
+
 GIB, GB = 2**30, 1e9
-LAMBDA = "https://github.com/LambdaLabsML/vllm-benchmark/blob/main/benchmark_v0.md (vLLM 0.5.4, 320 prompts)"
-TORCHTUNE = "https://github.com/pytorch/torchtune/blob/main/README.md"
-SFT_4090 = 2413        # torchtune QLoRA SFT tok/s, Llama 3.1 8B, 1x RTX 4090 (bs 2, packed 2048, compile)
-DPO_COST = 2.7         # a pair vs SFT on one sequence: 2 sequences x (fwd+bwd 3 + reference fwd 1) / 3
-TRL_EFFICIENCY = 0.6   # assumed: TRL pads each batch to its longest and nothing is compiled
-PAIRRM_UTIL = 0.2      # assumed share of the dense fp16 tensor peak that PairRM reaches
-PAIRRM_CMP_TOKENS = 1224 + 2 * 412  # source + two candidates: a comparison padded to PairRM's limits
-
-
-@dataclass(frozen=True)
-class GPU:
-    name: str
-    memory_gib: float      # as nvidia-smi reports it
-    gen_tok_s: float       # vLLM output tokens/s, 7B model, bf16
-    gen_source: str
-    fp16_tflops: float     # dense fp16 tensor peak, fp32 accumulate (spec sheet)
-    dpo_tok_s: float       # DPO QLoRA tokens/s (chosen + rejected sequences), 7B model
-    dpo_source: str
-    pairrm_cmp_s: float    # PairRM comparisons/s at ~2,048 tokens each
-    pairrm_source: str
-
-
-def make_gpu(name: str, memory_gib: float, gen_tok_s: float, gen_source: str, tflops: float, spec: str) -> GPU:
-    ratio = gen_tok_s / 1190
-    return GPU(name, memory_gib, gen_tok_s, gen_source, tflops, SFT_4090 * ratio * 2 / DPO_COST * TRL_EFFICIENCY,
-               f"derived: torchtune QLoRA SFT {SFT_4090} tok/s on RTX 4090 (Llama 3.1 8B; {TORCHTUNE})"
-               + (f" x {name}/RTX 4090 vLLM ratio {ratio:.2f}" if ratio != 1 else "")
-               + f" x 2 sequences / DPO factor {DPO_COST} x TRL efficiency {TRL_EFFICIENCY} (assumed)",
-               tflops * 1e12 * PAIRRM_UTIL / (2 * 0.435e9 * PAIRRM_CMP_TOKENS),
-               f"derived: {tflops:g} TFLOPS dense fp16 ({spec}) x {PAIRRM_UTIL:.0%} utilisation (assumed)"
-               f" / (2 x 435M params x {PAIRRM_CMP_TOKENS} tokens)")
-
-
-GPUS = {
-    "h100": make_gpu("H100 80GB", 79.6, 3281, f"{LAMBDA}: Mistral-7B-Instruct-v0.3, H100 SXM", 989,
-                     "NVIDIA H100 SXM spec sheet"),
-    "a100": make_gpu("A100 80GB", 80.0, 1591, f"{LAMBDA}: Mistral-7B-Instruct-v0.3, A100 SXM", 312,
-                     "NVIDIA A100 spec sheet"),
-    "l40s": make_gpu("L40S 48GB", 45.0, 1017, "derived: no L40S measurement found; the slower A40 48GB's 1017 "
-                     "tok/s (Llama-3.1-8B, 50 concurrent, 100 in/600 out; https://databasemart.com/blog/vllm-gpu-"
-                     "benchmark-a40) as a conservative stand-in", 362, "NVIDIA L40S datasheet"),
-    "rtx4090": make_gpu("RTX 4090", 24.0, 1190, "https://mushfiqrahman.dev/benchmarking-mistral-7b-on-rtx-4090-"
-                        "vllm-concurrency-latency-and-capacity-planning/ (Mistral-7B-Instruct-v0.3, concurrency 48, "
-                        "256 in/128 out)", 165, "Ada whitepaper"),
-}
 MISTRAL_7B = 7.24e9
 KNOWN_MODELS = {  # params, GB the workbook downloads
     "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 4.94 + 5.00 + 4.54),  # model-0000{1,2,3}-of-00003.safetensors
@@ -84,10 +41,18 @@ ASSUMPTIONS = [
     "leaderboard 1,676 chars, ~4 chars/token) growing alike, the final model's as Snorkel's 2,736 chars",
     "start-up per model load: vLLM 3 min, DPO load 3 min, merge + check 5 min, PairRM 1 min (7B; less if small)",
     "models other than 7B: time scales with params (at most 4x faster); shapes scale as params^(1/3)",
-    "PairRM pads a batch to its longest: ~2,048 tokens per comparison once answers reach its limits; on CUDA it "
-    "runs in fp16 (llm-blender halves it as its config says fp16)",
+    "PairRM pads each comparison to its batch's longest: 1.61x the tokens it reads in arrival order, 1.19x with "
+    "ranker_bucketing (prompts sorted by length; AlpacaEval's instructions and 5 real answers each, batches of 8: "
+    "benchmarks/rerank.py); an answer is read up to 412 tokens + half of what its prompt leaves of 1,224; on CUDA "
+    "PairRM runs in fp16 (llm-blender halves it as its config says fp16)",
+    "DPO batches padded to their longest sequence: 61% of the tokens are real in random batches of 4 pairs, "
+    "86% with train_sampling_strategy group_by_length (AlpacaEval answer lengths, benchmarks/dpo_padding.py); "
+    "no other loss of efficiency vs torchtune's packed, compiled figures is assumed",
+    "load_in_4bit auto: bf16 LoRA when its estimated peak plus 10% fits the card, else QLoRA (a 7B bf16 base is "
+    "14.5 GB); LoRA trains ~1.28x faster (torchtune: LoRA 3,083 vs QLoRA 2,413 tok/s on one RTX 4090)",
     "parquet ~ half the raw text (4 chars/token); hub datasets cached as parquet + Arrow (3x the download)",
-    "the vLLM figures are serving benchmarks of short outputs: offline batches in recent vLLM often run faster",
+    "vLLM: the H100 figure is a saturated batch (5,000 prompts at once) of vLLM 0.6, an 8B model, no seeds per "
+    "request (sampling_seeds: shard); the other cards' are serving figures at limited concurrency (conservative)",
 ]
 
 
@@ -132,8 +97,9 @@ def load_hours(kind: str, params: float, big: float = MISTRAL_7B) -> float:
 
 
 def pairrm(v: dict, gpu: GPU, ranker: float, comparisons: float, answer: float, cap: int) -> tuple:
-    """(tokens, hours, peak GiB); a batch is padded to its longest answer (~2.5x the mean, assumed)."""
-    tokens = PROMPT_TOKENS + 2 * min(412 + (1224 - PROMPT_TOKENS) // 2, cap, 2.5 * answer)
+    """(tokens, hours, peak GiB); a comparison is padded to its batch's longest: PAIRRM_PAD x what it reads."""
+    read = PROMPT_TOKENS + 2 * min(PAIRRM_CANDIDATE + (PAIRRM_SOURCE - PROMPT_TOKENS) // 2, cap, answer)
+    tokens = min(PAIRRM_PAD[bool(v.get("ranker_bucketing", False))] * read, PAIRRM_SOURCE + 2 * PAIRRM_CANDIDATE)
     secs = comparisons * tokens * 2 * ranker / (gpu.fp16_tflops * 1e12 * PAIRRM_UTIL)
     s = shape(ranker, DEBERTA)  # fp16 weights; attention (scores, c2p, p2c, softmax) + hidden states
     act = v["ranker_batch_size"] * tokens * (4 * s["heads"] * tokens * 2 + 20 * s["hidden"])
@@ -149,6 +115,14 @@ def dpo_memory(v: dict, params: float, iteration: int) -> float:
     ref = weights if v.get("reference_model") == "initial" and iteration > 1 else 0
     act = tokens * (kept + 10 * s["vocab"])  # + logits: bf16, fp32 copy, log-softmax
     return (weights + ref + 16 * lora_params(v["lora_r"], params) + act) / GIB + 0.5
+
+
+def quantize_base(v: dict, params: float, memory_gib: float, iteration: int = 1) -> tuple[bool, str]:
+    """``load_in_4bit`` resolved for a GPU of ``memory_gib`` as stage 03 resolves it: true/false as set;
+    auto: bf16 LoRA when its estimated peak plus 10% fits, else QLoRA. Returns (4-bit?, why)."""
+    from nbutils.dpo.training import resolve_load_in_4bit
+    return resolve_load_in_4bit(v["load_in_4bit"], memory_gib,
+                                dpo_memory({**v, "load_in_4bit": False}, params, iteration))
 
 
 def eval_size(dataset: str) -> int:  # AlpacaEval's 805, or the lines of a local JSONL file
@@ -180,6 +154,8 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
         row("01_generate", it, f"{prompts:,} prompts x {k} samples, ~{ans / 1000:.2g}k tokens each", tokens, share,
             hours(tokens, g.gen_tok_s, params) + load_hours("vllm", params), tokens * 2 / GIB + cache,
             f"vLLM reserves {v['gpu_memory_utilization']} x {g.memory_gib} GiB"
+            + ("; seeds per request: vLLM's per-row sampling path, slower by a factor not in this estimate"
+               if v.get("sampling_seeds") == "request" else "")
             + (f"; +{cache:.1f} GiB hub and datasets cache" if cache else ""))
         tokens, t, peak = pairrm(v, g, ranker, prompts * k * (k - 1), ans, v["max_new_tokens"])
         cache = KNOWN_MODELS.get(v["ranker"], (0, 0))[1] * GB / GIB if it == 1 else 0
@@ -192,12 +168,17 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
         steps = math.ceil(pairs * v["num_train_epochs"] / batch)
         steps = v["max_steps"] if v["max_steps"] > 0 else steps  # as transformers: max_steps overrides epochs
         seq = min(v["max_length"], PROMPT_TOKENS + ans)
-        tokens, train, merge = steps * batch * 2 * seq, dpo_memory(v, params, it), (params + lora) * nbytes / GIB + 0.5
+        quantized, why = quantize_base(v, params, g.memory_gib, it)
+        sampling = v.get("train_sampling_strategy", "random")
+        tokens, train = steps * batch * 2 * seq, dpo_memory({**v, "load_in_4bit": quantized}, params, it)
+        merge = (params + lora) * nbytes / GIB + 0.5
         ckpts = min(2, math.ceil(steps / v["save_steps"])) * lora * 12 / GIB  # fp32 adapter + Adam state each
         row("03_dpo_qlora", it, f"{pairs:,.0f} pairs x {v['num_train_epochs']:g} epoch(s), {steps:,} steps, "
             f"~{seq / 1000:.2g}k tokens per sequence", tokens, max(train, merge),
-            hours(tokens, g.dpo_tok_s, params) + load_hours("train", params) + load_hours("merge", params),
+            hours(tokens, g.dpo_tok_s(not quantized, sampling), params) + load_hours("train", params)
+            + load_hours("merge", params),
             (params * nbytes + lora * 4) / GIB + (ckpts if v["keep_checkpoints"] else 0),
+            f"{'QLoRA' if quantized else 'LoRA on the bf16 base'} ({why}); batches: {sampling}; "
             f"training ~{train:.1f} GiB, merge ~{merge:.1f} GiB; LoRA {lora / 1e6:.0f}M params; " + (
                 f"keeps {ckpts:.1f} GiB of checkpoints" if v["keep_checkpoints"] else
                 f"its checkpoints ({ckpts:.1f} GiB) are removed at the end"))
@@ -207,14 +188,17 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
     ptok, phours, ppeak = pairrm(v, g, ranker, comparisons, answers[-1], v["eval_max_new_tokens"])
     row("04_evaluate", None, f"{m:,} instructions x {n + 1} models + {best} samples of model {n}; "
         f"{comparisons:,} PairRM comparisons", gen + ptok, max(share, ppeak),
-        hours(gen, g.gen_tok_s, params) + (n + 2) * load_hours("vllm", params) + phours,
+        hours(gen, g.gen_tok_s, params) + (n + 1) * load_hours("vllm", params) + phours,
         gen * 4 / GIB + DATASETS_GB["tatsu-lab/alpaca_eval"] * GB / GIB,
         f"{gen / 1e6:.2g}M tokens generated, {ptok / 1e6:.3g}M PairRM tokens (best-of-{best}: {best * (best - 1)} "
-        f"comparisons per instruction; each model judged in both orders)")
+        f"comparisons per instruction; each model judged in both orders); {n + 1} vLLM starts (the final model's "
+        f"answers and its best-of-{best} samples share one)")
     row("05_length_analysis", None, "length statistics, figures and report", 0, 0, 0.01, 0.01, "seconds, on CPU")
     table = pd.DataFrame(rows)
     table["iteration"] = pd.Series([r["iteration"] for r in rows], dtype=object)
-    table.attrs.update(gpu=gpu, problems=problems)
+    table.attrs.update(gpu=gpu, problems=problems, dpo_modes=sorted({
+        (quantize_base(v, params, g.memory_gib, it)[0], v.get("train_sampling_strategy", "random"))
+        for it in range(1, v["num_iterations"] + 1)}))
     return table
 
 
@@ -240,6 +224,7 @@ def format_plan(table: pd.DataFrame, gpu: str) -> str:
               f"(the card has {g.memory_gib:g}), ~{t['disk_gib']:.0f} GiB of disk added"]
     lines += ["Problems:"] + [f"  - {p}" for p in problems] if problems else ["Fits on this card."]
     lines += ["", "Sources:", f"  vLLM generation {g.gen_tok_s:.0f} tok/s: {g.gen_source}",
-              f"  DPO QLoRA {g.dpo_tok_s:.0f} tok/s: {g.dpo_source}",
-              f"  PairRM {g.pairrm_cmp_s:.0f} comparisons/s: {g.pairrm_source}", "Assumptions:"]
+              *[f"  DPO {'QLoRA' if q else 'LoRA'} {g.dpo_tok_s(not q, s):.0f} tok/s: {g.dpo_source(not q, s)}"
+                for q, s in table.attrs["dpo_modes"]],
+              f"  PairRM {g.pairrm_cmp_s():.0f} comparisons/s at 2,048 tokens: {g.pairrm_source}", "Assumptions:"]
     return "\n".join(lines + [f"  - {a}" for a in ASSUMPTIONS])

@@ -7,7 +7,6 @@ from nbutils.files import repo_path
 from nbutils.sources import HUB_ID, LOCAL_SUFFIXES, TINY_MODELS, TINY_RANKERS, is_function_spec, looks_local
 
 
-
 def at_least(low):
     return lambda v: None if v >= low else f"must be at least {low}"
 
@@ -97,6 +96,10 @@ def non_empty(v):
     return None if v else "must name at least one module"
 
 
+def true_false_or_auto(v):
+    return None if isinstance(v, bool) or v == "auto" else "must be true, false or auto"
+
+
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -143,6 +146,7 @@ RULES = {
     "max_new_tokens": at_least(1),
     "max_model_len": at_least(16),
     "backend": one_of("auto", "vllm", "hf"),
+    "sampling_seeds": one_of("shard", "request"),
     "dtype": one_of("auto", "float32", "bfloat16", "float16"),
     "device": one_of("auto", "cuda", "cpu"),
     "gpu_memory_utilization": fraction,
@@ -165,6 +169,9 @@ RULES = {
     "lr_scheduler_type": one_of(*SCHEDULERS),
     "optim": optimizer,
     "loss_type": one_of(*DPO_LOSSES),
+    "load_in_4bit": true_false_or_auto,
+    "train_sampling_strategy": one_of("random", "group_by_length"),
+    "use_liger_kernel": true_false_or_auto,
     "lora_r": at_least(1),
     "lora_alpha": at_least(1),
     "lora_dropout": in_unit_interval,
