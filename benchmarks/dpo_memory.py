@@ -81,6 +81,7 @@ def run_mode(mode: str, model_dir: str, args) -> dict:
     import torch
     from transformers import TrainerCallback
 
+    from nbutils.dpo import hardware
     from nbutils.dpo import training as dpo
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
@@ -88,7 +89,7 @@ def run_mode(mode: str, model_dir: str, args) -> dict:
         "load_in_4bit": MODES[mode]["load_in_4bit"], "max_steps": args.steps + 1, "max_length": args.max_length,
         "per_device_train_batch_size": args.batch_size, "save_steps": 10_000, "lora_r": 64, "lora_alpha": 64})
     stage = stage_for("03_dpo_qlora", values)
-    settings = dpo.device_settings(stage.params)
+    settings = hardware.device_settings(stage.params)
     model, tokenizer = dpo.load_policy(model_dir, stage.params, settings, adapters=MODES[mode]["lora"])
     loaded_rss, footprint = psutil.Process().memory_info().rss, model.get_memory_footprint()
     if torch.cuda.is_available():

@@ -84,7 +84,7 @@ def trainers(strategy: str, model_dir: str, data, args, count: int) -> list:
     import datasets
     from transformers.trainer_callback import ProgressCallback
 
-    from nbutils.dpo import training
+    from nbutils.dpo import hardware, training
     from nbutils.logs import quiet
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
@@ -95,7 +95,7 @@ def trainers(strategy: str, model_dir: str, data, args, count: int) -> list:
         "gradient_accumulation_steps": 4, "max_length": round(RECIPE["max_length"] / args.scale),
         "load_in_4bit": False, "lora_r": 16, "lora_alpha": 16, "save_steps": 10_000, "warmup_ratio": 0.0})
     stage = stage_for("03_dpo_qlora", values)
-    settings = training.device_settings(stage.params)
+    settings = hardware.device_settings(stage.params)
     out = []
     for i in range(count):
         model, tokenizer = training.load_policy(model_dir, stage.params, settings)

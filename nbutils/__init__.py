@@ -22,7 +22,8 @@ stages, in loop order (a stage may use the ones before it)
                  transformers: backends), N answers per prompt in shards (sampling)
     rerank       02: rankers (PairRM, reward models, functions), scoring (ranking), pair
                  selection (pairs), the Snorkel-schema dataset (dataset)
-    dpo          03: the pairs as TRL reads them (data), DPO with (Q)LoRA (training), the merge
+    dpo          03: the pairs as TRL reads them (data), this machine's settings (hardware), DPO with (Q)LoRA
+                 (training), the merge
     evaluate     04: every model answers the eval set (answers); judges, LC by GLM, published outputs and
                  the leaderboard (judging); the offline judge against GPT-4-turbo (calibration)
     length       05: answer length across iterations (analysis) and its figures

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nbutils.dpo import data as dpo_data
-from nbutils.dpo import merge, training
+from nbutils.dpo import hardware, merge, training
 from nbutils.files import REPO_ROOT
 from nbutils.generate.policies import base_model_path
 from nbutils.rerank import dataset as preference_data
@@ -178,18 +178,18 @@ def test_bad_training_params_are_refused_before_anything_loads(key, value, words
 
 
 def test_load_in_4bit_auto_takes_qlora_on_the_cpu_and_unquantized_lora_where_the_gpu_has_room():
-    assert training.resolve_load_in_4bit("auto", None, 3.0)[0] is True  # the CPU: QLoRA, as always
-    assert training.resolve_load_in_4bit("auto", 79.6, None)[0] is True  # no estimate: the safe side
-    fits, why = training.resolve_load_in_4bit("auto", 79.6, 25.0)  # a 7B bf16 base on an H100
+    assert hardware.resolve_load_in_4bit("auto", None, 3.0)[0] is True  # the CPU: QLoRA, as always
+    assert hardware.resolve_load_in_4bit("auto", 79.6, None)[0] is True  # no estimate: the safe side
+    fits, why = hardware.resolve_load_in_4bit("auto", 79.6, 25.0)  # a 7B bf16 base on an H100
     assert fits is False and "25.0 GiB" in why and "79.6 GiB" in why and "unquantized" in why
-    assert training.resolve_load_in_4bit("auto", 24.0, 25.0)[0] is True  # ... on an RTX 4090
-    assert training.resolve_load_in_4bit("auto", 27.0, 25.0)[0] is True  # fits, but not with 10% to spare
-    assert training.resolve_load_in_4bit("auto", 27.6, 25.0)[0] is False
-    assert [training.resolve_load_in_4bit(v, 79.6, 25.0)[0] for v in (True, False)] == [True, False]  # as set
-    assert training.resolve_liger_kernel("auto", gpu=False) is False
-    assert training.resolve_liger_kernel(False, gpu=True) is False
+    assert hardware.resolve_load_in_4bit("auto", 24.0, 25.0)[0] is True  # ... on an RTX 4090
+    assert hardware.resolve_load_in_4bit("auto", 27.0, 25.0)[0] is True  # fits, but not with 10% to spare
+    assert hardware.resolve_load_in_4bit("auto", 27.6, 25.0)[0] is False
+    assert [hardware.resolve_load_in_4bit(v, 79.6, 25.0)[0] for v in (True, False)] == [True, False]  # as set
+    assert hardware.resolve_liger_kernel("auto", gpu=False) is False
+    assert hardware.resolve_liger_kernel(False, gpu=True) is False
     with pytest.raises(ValueError, match="use_liger_kernel: true needs CUDA and the liger-kernel package"):
-        training.resolve_liger_kernel(True, gpu=False)
+        hardware.resolve_liger_kernel(True, gpu=False)
 
 
 def pairs_of_mixed_lengths(n: int):
@@ -221,7 +221,7 @@ def test_length_grouped_batches_pad_less_and_leave_every_pairs_log_probs_as_they
                                                      "per_device_train_batch_size": 4, "save_steps": 1000,
                                                      "load_in_4bit": False, "gradient_checkpointing": False})  # 3x faster
         stage = stage_for("03_dpo_qlora", {**values, "learning_rate": 0.0})  # below what the params allow
-        settings = training.device_settings(stage.params)
+        settings = hardware.device_settings(stage.params)
         model, tokenizer = training.load_policy(base_model_path("tiny-mistral"), stage.params, settings)
         trainer = training.make_trainer(stage, model, tokenizer, pairs, None, settings, tmp_path / strategy)
         tokens = training.padding_stats(trainer)

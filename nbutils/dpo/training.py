@@ -17,7 +17,6 @@ last one, unless the params or the pairs changed.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import time
@@ -32,66 +31,12 @@ TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_
                  "gradient_checkpointing", "loss_type", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
                  "lora_target_modules", "reference_model", "dtype", "device", "seed", "save_steps", "base_model",
                  "train_sampling_strategy", "use_liger_kernel"]
-AUTO_4BIT_MARGIN = 0.10  # load_in_4bit: auto wants the estimate + 10% free on the GPU (estimates are rough)
 LENGTH_COLUMN = "length"  # transformers' default length_column_name
-
-
-def resolve_load_in_4bit(value, gpu_gib: float | None, unquantized_gib: float | None) -> tuple[bool, str]:
-    """(load_in_4bit, why) for the ``load_in_4bit`` param: true or false as set; ``auto``: QLoRA on
-    the CPU (``gpu_gib`` None: the CPU path as always) and on a GPU without room; LoRA on the
-    unquantized model when the GPU's ``gpu_gib`` hold ``unquantized_gib`` (the run plan's estimate
-    of training with load_in_4bit false: ``nbutils.run.plan.dpo_memory``) plus 10%."""
-    if isinstance(value, bool):
-        return value, f"load_in_4bit: {str(value).lower()} as set: " + ("QLoRA" if value else "LoRA, unquantized")
-    if value != "auto":
-        raise ValueError(f"load_in_4bit: must be true, false or auto, got {value!r}")
-    if gpu_gib is None:
-        return True, "load_in_4bit: auto on the CPU: QLoRA (bitsandbytes' CPU path)"
-    if unquantized_gib is None:
-        return True, "load_in_4bit: auto with no estimate of the unquantized training's memory: QLoRA"
-    need = unquantized_gib * (1 + AUTO_4BIT_MARGIN)
-    fits = need <= gpu_gib
-    return not fits, (f"load_in_4bit: auto: training on the unquantized model needs ~{unquantized_gib:.1f} GiB "
-                      f"(+{AUTO_4BIT_MARGIN:.0%}: {need:.1f}), the GPU has {gpu_gib:.1f} GiB: "
-                      + ("LoRA on the unquantized model" if fits else "QLoRA"))
-
-
-def resolve_liger_kernel(value, gpu: bool) -> bool:
-    """``use_liger_kernel``: auto is on with CUDA and the liger-kernel package (Triton kernels for
-    RMSNorm, RoPE and SwiGLU; TRL already computes log-probs with a chunked LM head); true without
-    them is an error."""
-    have = importlib.util.find_spec("liger_kernel") is not None
-    if value == "auto":
-        return gpu and have
-    if value is True and not (gpu and have):
-        missing = " and ".join(m for m, ok in (("CUDA", gpu), ("the liger-kernel package", have)) if not ok)
-        raise ValueError(f"use_liger_kernel: true needs CUDA and the liger-kernel package (pip install "
-                         f"liger-kernel; Triton kernels, GPU only); {missing} missing here. Set use_liger_kernel: "
-                         "auto (on where it can be) or false")
-    return bool(value)
-
-
-def device_settings(p: dict, unquantized_gib: float | None = None) -> dict:
-    """Compute dtype, optimizer, device, 4-bit or not and Liger kernels for this machine (``auto``
-    resolved, once per stage). ``unquantized_gib``: the run plan's estimate of training with
-    load_in_4bit false (GiB), which ``load_in_4bit: auto`` weighs against the GPU's memory."""
-    import torch
-
-    from nbutils.devices import resolve_device
-    gpu = resolve_device(p["device"]) == "cuda"
-    dtype = p["dtype"] if p["dtype"] != "auto" else ("bfloat16" if gpu else "float32")
-    optim = p["optim"] if p["optim"] != "auto" else ("paged_adamw_32bit" if gpu else "adamw_torch")
-    gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else None
-    load_in_4bit, why = resolve_load_in_4bit(p["load_in_4bit"], gpu_gib, unquantized_gib)
-    liger = resolve_liger_kernel(p["use_liger_kernel"], gpu)
-    print(f"{why}; use_liger_kernel: {p['use_liger_kernel']} -> {str(liger).lower()}")
-    return {"gpu": gpu, "dtype": dtype, "torch_dtype": getattr(torch, dtype), "optim": optim,
-            "load_in_4bit": load_in_4bit, "load_in_4bit_reason": why, "use_liger_kernel": liger}
 
 
 def load_policy(path: str, p: dict, settings: dict, adapters: bool = True):
     """(model, tokenizer): ``path`` in 4-bit nf4 (or full precision: ``settings["load_in_4bit"]``,
-    resolved by :func:`device_settings`) ready for LoRA training."""
+    resolved by :func:`nbutils.dpo.hardware.device_settings`) ready for LoRA training."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 

@@ -120,7 +120,7 @@ def dpo_memory(v: dict, params: float, iteration: int) -> float:
 def quantize_base(v: dict, params: float, memory_gib: float, iteration: int = 1) -> tuple[bool, str]:
     """``load_in_4bit`` resolved for a GPU of ``memory_gib`` as stage 03 resolves it: true/false as set;
     auto: bf16 LoRA when its estimated peak plus 10% fits, else QLoRA. Returns (4-bit?, why)."""
-    from nbutils.dpo.training import resolve_load_in_4bit
+    from nbutils.dpo.hardware import resolve_load_in_4bit
     return resolve_load_in_4bit(v["load_in_4bit"], memory_gib,
                                 dpo_memory({**v, "load_in_4bit": False}, params, iteration))
 
