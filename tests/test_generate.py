@@ -24,7 +24,7 @@ def run_tiny(runs_dir, run_name, **params):
 
 @pytest.fixture(scope="module")
 def vllm_run(runs_dir):
-    run_tiny(runs_dir, "vllm", backend="vllm", prompts_per_iteration=32, shard_size=4)
+    run_tiny(runs_dir, "vllm", backend="vllm", prompts_per_iteration=64, shard_size=2)
     return runs_dir / "vllm"
 
 
@@ -53,13 +53,13 @@ def check_generations(run_dir, backend, prompts):
 
 
 def test_vllm_backend_writes_the_schema(vllm_run):
-    check_generations(vllm_run, "vllm", 32)
+    check_generations(vllm_run, "vllm", 64)
 
 
 def test_hf_backend_writes_the_same_schema(hf_run, vllm_run):
     hf, vllm = check_generations(hf_run, "hf", 48), read_generations(vllm_run)
     assert (hf.dtypes == vllm.dtypes).all()
-    assert set(vllm["prompt_id"]) <= set(hf["prompt_id"])  # same prompt subset for iteration 1
+    assert set(hf["prompt_id"]) <= set(vllm["prompt_id"])  # same prompt subset for iteration 1
 
 
 def test_rerun_skips_finished_work(hf_run, runs_dir):
@@ -99,7 +99,7 @@ def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run
     marker = f"killed-runner-{os.getpid()}"
     env = {**{k: v for k, v in env.items() if k != "PYTHONPATH"}, "NBUTILS_TEST_MARK": marker}
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
-            "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=32, shard_size=4)]
+            "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=64, shard_size=2)]
     proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = root / "runs" / "killed" / "iter_1" / "generations.parquet.shards"
     deadline = time.time() + 300
@@ -113,8 +113,8 @@ def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run
         time.sleep(0.5)
     assert not marked(marker), "processes outlived the killed runner"
     done = sorted(shards.glob("shard-*.parquet"))
-    assert 1 <= len(done) < 8, f"{len(done)} shards when killed"
-    assert all(len(pd.read_parquet(f)) == 4 for f in done)  # whole under their final names
+    assert 1 <= len(done) < 32, f"{len(done)} shards when killed"  # the kernel notices within ~1 s: 32 shards
+    assert all(len(pd.read_parquet(f)) == 2 for f in done)  # whole under their final names
     assert not (shards.parent / "generations.parquet").exists()
     subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
     assert not (REPO_ROOT / "runs" / "killed").exists(), "the kernel wrote into another checkout"
@@ -133,7 +133,7 @@ def test_notebook_runs_as_a_user_opens_it(user_checkout, vllm_run, tmp_path):
                    env=env, check=True, capture_output=True)
     df = pd.read_parquet(root / "runs" / "tiny" / "iter_1" / "generations.parquet")
     assert len(df) == 64 and (df["backend"] == "vllm").all()
-    assert set(read_generations(vllm_run)["prompt_id"]) < set(df["prompt_id"])  # the same prompt set, grown
+    assert set(read_generations(vllm_run)["prompt_id"]) == set(df["prompt_id"])  # the preset's prompts
 
 
 def test_seeds_per_request_draw_the_same_answers_whatever_the_sharding(tmp_path):

@@ -79,6 +79,10 @@ def win_rates(annotations: pd.DataFrame, glm: str = MINIMAL) -> dict:
     gamed = gamed_csv_at(real_gamed_csv()) if glm == V1 else local_gamed_csv(int(annotations["index"].max()) + 1)
     with gamed, warnings.catch_warnings(), c_stderr_silenced():
         warnings.simplefilter("ignore", FutureWarning)  # scikit-learn 1.9 on alpaca_eval's LogisticRegressionCV
+        # liblinear's iteration cap, hit on tiny or one-sided preference sets (alpaca_eval sets the cap; the
+        # fit it returns is what the leaderboard's code returns too): not something a user can act on
+        from sklearn.exceptions import ConvergenceWarning
+        warnings.simplefilter("ignore", ConvergenceWarning)
         out = get_length_controlled_winrate(annotations.copy(), glm_name=glm, save_weights_dir=None,
                                             is_warn_extreme_changes=False)
     return {k: float(v) for k, v in out.items()}
