@@ -95,6 +95,17 @@ def shut_down_kernels(url, token):
 
 
 STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+ERROR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+
+
+def failure(page, root, name, why):
+    """An AssertionError that shows what a learner would see: the error outputs, open dialogs, the
+    end of the server's log (a kernel that died says so there) and a screenshot."""
+    page.screenshot(path=str(root / f"{name}.png"), full_page=True)
+    errors = page.locator(ERROR).all_text_contents() + page.locator(".jp-Dialog").all_text_contents()
+    log = (root / "lab.log").read_text(errors="replace")[-3000:]
+    return AssertionError(f"{name}: {why}: {prompts(page)}\n" + "\n---\n".join(t[:3000] for t in errors)
+                          + f"\n--- lab.log (end) ---\n{log}\n(screenshot in {root})")
 
 
 def run_all(page, url, token, name, root):
@@ -109,8 +120,7 @@ def run_all(page, url, token, name, root):
         if page.locator(".jp-Dialog", has_text="Select Kernel").count():
             page.locator(".jp-Dialog button", has_text=re.compile("^Select$")).click()
         elif page.locator(".jp-Dialog").count():
-            page.screenshot(path=str(root / f"{name}-dialog.png"))
-            raise AssertionError(f"{name}: a dialog: {page.locator('.jp-Dialog').all_text_contents()}")
+            raise failure(page, root, name, "a dialog before Run All")
         elif idle.count():
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
@@ -120,11 +130,12 @@ def run_all(page, url, token, name, root):
     while time.time() < deadline:
         time.sleep(2)
         labels = [p.strip() for p in prompts(page)]
+        if page.locator(ERROR).count() or page.locator(".jp-Dialog").count():
+            raise failure(page, root, name, "a cell failed or a dialog opened")  # Run All stops at an error
         if all(re.fullmatch(r"\[\d+\]:", p) for p in labels) or (
                 page.locator(STDERR).count() and not any("*" in p for p in labels)):
             return labels
-    page.screenshot(path=str(root / f"{name}.png"), full_page=True)
-    raise AssertionError(f"{name}: Run All did not finish in {TIMEOUT_S} s: {prompts(page)} (screenshot in {root})")
+    raise failure(page, root, name, f"Run All did not finish in {TIMEOUT_S} s")
 
 
 @pytest.mark.slow
