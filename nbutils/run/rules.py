@@ -152,6 +152,11 @@ RULES = {
     "gpu_memory_utilization": fraction,
     "hf_batch_size": at_least(1),
     "shard_size": at_least(1),
+    "devices": at_least(1),
+    "tensor_parallel_size": at_least(1),
+    "num_nodes": at_least(1),
+    "distributed": one_of("none", "ddp", "zero3", "fsdp2"),
+    "finetuning": one_of("lora", "full"),
     "ranker": ranker_source,
     "ranker_batch_size": at_least(1),
     "pair_selection": pair_selection,
@@ -208,4 +213,25 @@ def check_relations(v: dict) -> list[str]:
     if v.get("length_penalty", 0) > 0 and v.get("pair_selection", "length_controlled") != "length_controlled":
         problems.append(f"length_penalty: {v['length_penalty']} acts only with pair_selection: length_controlled "
                         f"(it is {v['pair_selection']}); set both, or length_penalty: 0.0")
+    return problems + parallel_relations(v)
+
+
+def parallel_relations(v: dict) -> list[str]:
+    """Rules between the keys of more than one GPU (``nbutils.parallel``)."""
+    problems, tp, devices = [], v.get("tensor_parallel_size", 1), v.get("devices", 1)
+    if devices % tp:
+        problems.append(f"tensor_parallel_size: {tp} does not divide devices ({devices}): each engine takes "
+                        f"tensor_parallel_size GPUs; set devices to a multiple of it")
+    sharded = v.get("distributed") in ("zero3", "fsdp2")
+    if sharded and v.get("load_in_4bit") is True:
+        problems.append(f"load_in_4bit: true with distributed: {v['distributed']} is refused: {v['distributed']} "
+                        "shards every weight across the GPUs (which is what 4-bit does on one GPU), and "
+                        "bitsandbytes' packed 4-bit weights need a storage dtype and loading path this workbook "
+                        "does not test; set load_in_4bit: false (or auto), or distributed: ddp")
+    if v.get("finetuning") == "full" and v.get("load_in_4bit") is True:
+        problems.append("load_in_4bit: true with finetuning: full: 4-bit weights do not train; set load_in_4bit: "
+                        "false (or auto), or finetuning: lora (QLoRA)")
+    if v.get("num_nodes", 1) > 1 and v.get("distributed", "none") == "none":
+        problems.append(f"num_nodes: {v['num_nodes']} needs distributed: ddp, zero3 or fsdp2 (one process "
+                        "cannot span machines)")
     return problems

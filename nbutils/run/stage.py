@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbutils import manifests
+from nbutils.parallel import placement_free
 from nbutils.run import lineage
 from nbutils.run import params as P
 from nbutils.files import repo_path, update_json, write_json
@@ -27,8 +28,9 @@ LOCATION = ("runs_dir", "run_name")
 
 
 def identity(values: dict) -> dict:
-    """The params that make a stage's work what it is (all but where the run lives)."""
-    return {k: v for k, v in values.items() if k not in LOCATION}
+    """The params that make a stage's work what it is (all but where the run lives and, unless
+    training is distributed, on how many devices: ``nbutils.parallel.placement_free``)."""
+    return {k: v for k, v in placement_free(values).items() if k not in LOCATION}
 
 
 def params_hash(values: dict) -> str:
