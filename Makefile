@@ -67,6 +67,7 @@ lab: install
 bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/rerank.py
+	$(PY) benchmarks/parallel.py
 	$(PY) benchmarks/dpo_padding.py
 	$(PY) benchmarks/dpo_memory.py
 

@@ -23,7 +23,8 @@ stages, in loop order (a stage may use the ones before it)
     rerank       02: rankers (PairRM, reward models, functions), scoring (ranking), pair
                  selection (pairs), the Snorkel-schema dataset (dataset)
     dpo          03: the pairs as TRL reads them (data), this machine's settings (hardware), DPO with (Q)LoRA
-                 (training), the merge
+                 or full (training), checkpoints, one call per cell (pipeline), training across processes
+                 (launch_command, launch, worker), the merge
     evaluate     04: every model answers the eval set (answers); judges, LC by GLM, published outputs and
                  the leaderboard (judging); the offline judge against GPT-4-turbo (calibration)
     length       05: answer length across iterations (analysis) and its figures
@@ -37,6 +38,7 @@ the toy world and the shims
                  transformers' length-grouped batches)
 foundations
     shards, processes, memory   resumable sharded work; child processes; memory reports
+    parallel, workers           where work runs (devices, engines, shards dealt); worker processes over shards
     logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)
     hub, layout, devices, tables   the hub; the run folder's paths; the device check; notebook tables
     published    the leaderboard's published outputs and GPT-4-turbo annotations (downloaded once)

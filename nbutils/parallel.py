@@ -6,8 +6,16 @@ The shards a stage still has to do are dealt to the workers in turn, so a worker
 shards are redone by the next run and no shard is done twice. Where the work runs is not what
 it is: these keys do not enter a stage's identity or its shards' fingerprints (stage 03's
 ``devices`` and ``num_nodes`` do when ``distributed`` is not none: the processes share each batch).
+On the CPU the workers split the cores between them (:func:`worker_envs`); the tiny models draw
+the same tokens with one thread as with two (tested), a larger model on the CPU may not. An engine
+over ``tensor_parallel_size`` GPUs needs it to divide the model's attention heads
+(:func:`check_tensor_parallel`, before anything loads).
 """
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
 
 PLACEMENT = ("devices", "tensor_parallel_size", "num_nodes")
 
@@ -31,3 +39,44 @@ def worker_devices(devices: int, tensor_parallel_size: int = 1) -> list[str]:
 def deal(pending: list[int], workers: int) -> list[list[int]]:
     """The pending shard indices dealt to ``workers`` in turn: worker k takes pending[k::workers]."""
     return [pending[k::workers] for k in range(workers)]
+
+
+def workers_of(values: dict) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each worker a stage with params ``values`` runs (one: in-process
+    or one child, as with a single GPU)."""
+    return worker_devices(values.get("devices", 1), values.get("tensor_parallel_size", 1))
+
+
+def check_tensor_parallel(model: str, tensor_parallel_size: int) -> None:
+    """Refuse, before an engine loads, a ``tensor_parallel_size`` that vLLM cannot split ``model``
+    by: it must divide the model's attention heads (``num_attention_heads`` in its config.json)."""
+    config = Path(model) / "config.json"
+    if tensor_parallel_size == 1 or not config.is_file():
+        return
+    values = json.loads(config.read_text())
+    heads = values.get("num_attention_heads") or values.get("text_config", {}).get("num_attention_heads")
+    if heads and heads % tensor_parallel_size:
+        fits = [n for n in range(1, heads + 1) if heads % n == 0 and n <= max(8, tensor_parallel_size)]
+        raise ValueError(f"tensor_parallel_size: {tensor_parallel_size} does not divide the {heads} attention heads "
+                         f"of {model} ({config}: num_attention_heads), so vLLM cannot split it over "
+                         f"{tensor_parallel_size} GPUs; set tensor_parallel_size to one of {fits} (and devices "
+                         f"to a multiple of it)")
+
+
+CPUS = "NBUTILS_WORKER_CPUS"  # a worker's cores on the CPU: it binds itself to them (nbutils.workers)
+
+
+def worker_envs(visible: list[str], device: str) -> list[dict]:
+    """Each worker's environment: its GPUs (``CUDA_VISIBLE_DEVICES``). On the CPU, where the workers
+    are processes on the same cores, also its own share of the cores (``OMP_NUM_THREADS`` threads,
+    bound to them): each worker's threads on every core slow all of them down many times over."""
+    envs = [{"CUDA_VISIBLE_DEVICES": v} for v in visible]
+    if device != "cpu":
+        return envs
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    share, extra = divmod(len(cores), len(envs))
+    for k, env in enumerate(envs):
+        start = k * share + min(k, extra)
+        mine = cores[start: start + share + (k < extra)] or [cores[k % len(cores)]]  # more workers than cores
+        env.update({CPUS: ",".join(map(str, mine)), "OMP_NUM_THREADS": str(len(mine))})
+    return envs

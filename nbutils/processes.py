@@ -34,6 +34,16 @@ def still_running(pidfile: Path) -> int | None:
         return None
 
 
+def refuse_if_running(pidfiles: list[Path]) -> None:
+    """Refuse to start while a child of an earlier attempt, recorded in one of ``pidfiles``, still
+    works (started by a kernel or runner that is not ours): two would write the same shards."""
+    for pidfile in pidfiles:
+        earlier = still_running(pidfile)
+        if earlier:
+            raise RuntimeError(f"an earlier attempt still works on {pidfile.parent} (pid {earlier}, see "
+                               f"{pidfile}): let it finish, or stop it (kill {earlier}), then rerun")
+
+
 def start_child(parent: int, log: str | None) -> None:
     """A child's first steps: die with ``parent``; record itself in ``<log>.pid``; send what it
     prints (an engine's warnings, C++ notes) to ``log`` instead of the terminal, unless library
@@ -58,11 +68,7 @@ def in_child(fn, *args, poll=None, every: float = 1.0, log: Path | None = None):
     from concurrent.futures import ProcessPoolExecutor
     if log:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
-        earlier = still_running(Path(log).with_suffix(".pid"))
-        if earlier:  # an earlier attempt's child, started by a kernel or runner that is not ours
-            raise RuntimeError(f"an earlier attempt still works on {Path(log).parent} (pid {earlier}, see "
-                               f"{Path(log).with_suffix('.pid')}): let it finish, or stop it "
-                               f"(kill {earlier}), then rerun")
+        refuse_if_running([Path(log).with_suffix(".pid")])
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_child,
                                  initargs=(os.getpid(), str(log) if log else None)) as pool:

@@ -165,3 +165,27 @@ def test_a_float_param_written_as_1_1_yaml_reads_it_is_still_a_float():
     assert P.coerce("5e-6", "float") == 5e-6
     with pytest.raises(TypeError):
         P.coerce("fast", "float")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"devices": 6, "tensor_parallel_size": 4}, "tensor_parallel_size: 4 does not divide devices (6)"),
+    ({"distributed": "zero3", "load_in_4bit": True}, "load_in_4bit: true with distributed: zero3 is refused"),
+    ({"distributed": "fsdp2", "load_in_4bit": True}, "load_in_4bit: true with distributed: fsdp2 is refused"),
+    ({"finetuning": "full", "load_in_4bit": True}, "4-bit weights do not train"),
+    ({"num_nodes": 2}, "num_nodes: 2 needs distributed: ddp, zero3 or fsdp2"),
+    ({"distributed": "deepspeed"}, "distributed: must be one of none, ddp, zero3, fsdp2"),
+])
+def test_more_than_one_gpu_refuses_what_cannot_work_and_says_why(overrides, needle):
+    values, sources = P.merge(["params/snorkel.yaml"], overrides)
+    with pytest.raises(P.ParamsError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        P.validate(values, sources)
+
+
+def test_where_work_runs_is_not_what_it_is():
+    """devices and tensor_parallel_size leave a stage's identity alone (a run resumes on another number of
+    GPUs), except for distributed training, where the processes share every batch."""
+    from nbutils.run.stage import params_hash
+    one = {"seed": 1, "devices": 1, "tensor_parallel_size": 1}
+    assert params_hash(one) == params_hash({**one, "devices": 8, "tensor_parallel_size": 2})
+    ddp = {**one, "distributed": "ddp"}
+    assert params_hash(ddp) != params_hash({**ddp, "devices": 8})

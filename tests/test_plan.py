@@ -112,3 +112,35 @@ def test_the_snorkel_preset_fits_a_rented_day_on_an_h100(snorkel):
     quantized, why = PL.quantize_base(snorkel, 7.24e9, 24.0)
     assert quantized and "the GPU has 24.0 GiB: QLoRA" in why
     assert PL.quantize_base({**snorkel, "load_in_4bit": False}, 7.24e9, 24.0)[0] is False
+
+
+def test_more_gpus_plan_fewer_wall_hours_with_the_recipes_batch(snorkel):
+    """snorkel.yaml on 1, 4 and 8 H100s (DDP, the recipe's 16 pairs per step kept): fewer wall-clock
+    hours, each stage at most linearly faster; the plan says how many GPUs and the effective batch."""
+    runs = {}
+    for devices, per_device in ((1, 4), (4, 4), (8, 2)):
+        values = {**snorkel, "devices": devices, "distributed": "ddp" if devices > 1 else "none",
+                  "per_device_train_batch_size": per_device,
+                  "gradient_accumulation_steps": 4 if devices == 1 else 1}
+        runs[devices] = PL.plan(values, "h100")
+        assert "steps of 16," in runs[devices].query("stage == '03_dpo_qlora'")["work"].iloc[0]
+    hours = {d: PL.totals(t)["hours"] for d, t in runs.items()}
+    assert hours[1] > hours[4] > hours[8] > hours[1] / 8
+    assert "Plan on 8 x H100" in PL.format_plan(runs[8], "h100") and "hours on 8 GPUs" in PL.format_plan(runs[8], "h100")
+    for stage in ("01_generate", "02_rerank", "03_dpo_qlora"):  # never better than linear
+        one, eight = (runs[d].query(f"stage == '{stage}'")["hours"].sum() for d in (1, 8))
+        assert one / 8 < eight < one, stage
+
+
+def test_snorkel_full_needs_zero3_to_fit_eight_h100s():
+    """Full fine-tuning of a 7B model: ~16 bytes per parameter of weights, gradients and Adam state,
+    which one 80 GB GPU cannot hold; ZeRO-3 over 8 splits it."""
+    full = preset("snorkel-full")
+    assert full["finetuning"] == "full" and full["distributed"] == "zero3" and full["devices"] == 8
+    table = PL.plan(full, "h100")
+    assert PL.fits(table, "h100") == []
+    dpo = table.query("stage == '03_dpo_qlora'")
+    assert "full fine-tuning on 8 processes (zero3)" in dpo["note"].iloc[0]
+    unsharded = PL.plan({**full, "distributed": "ddp"}, "h100").query("stage == '03_dpo_qlora'")
+    assert unsharded["peak_gpu_gib"].min() > 80 > dpo["peak_gpu_gib"].max()
+    assert "DPO full fine-tuning" in PL.format_plan(table, "h100")

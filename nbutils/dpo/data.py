@@ -59,3 +59,8 @@ def load_pairs(dataset_dir: Path, iteration: int, tokenizer, max_length: int):
     evaluation, eval_stats = check_pairs(load_split(dataset_dir, f"test_iteration_{iteration}"), tokenizer,
                                          max_length, "eval")
     return train, (evaluation if len(evaluation) else None), {**stats, **eval_stats}
+
+
+def check_prompts(pairs, k: int = 4) -> list[str]:
+    """The first ``k`` pairs' prompts: where the next policy is checked against the trained model."""
+    return [row["prompt"][0]["content"] for row in pairs.select(range(min(k, len(pairs))))]

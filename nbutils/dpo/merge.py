@@ -1,6 +1,8 @@
 """The next iteration's policy: the LoRA adapter merged into a full-precision copy
 of model n-1 (never into the 4-bit weights), saved in HF format with its
-tokenizer and chat template, so vLLM and transformers load it as any model."""
+tokenizer and chat template, so vLLM and transformers load it as any model.
+With ``finetuning: full`` the trainer saved the policy itself: nothing to merge,
+the saved model is checked against the trained one the same way."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,6 +47,21 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype, check
     free()
     return {"merge_max_logprob_difference": float((saved - adapted).abs().max()),
             "merge_same_top1": bool((saved.argmax(-1) == adapted.argmax(-1)).all())}
+
+
+def check_saved(out_dir: Path, trained, dtype, check_prompts: list[str], device: str = "cpu") -> dict:
+    """``finetuning: full``: the policy saved in ``out_dir`` loads (transformers) and gives the
+    trained model's next-token log-probs (``trained``, measured on ``check_prompts`` before the
+    trainer was freed): the largest difference, and whether the top token is the same."""
+    from transformers import AutoTokenizer
+
+    from nbutils.memory import free
+    saved_model = load_full(str(out_dir), dtype, device).eval()
+    saved = next_token_logprobs(saved_model, AutoTokenizer.from_pretrained(out_dir), check_prompts)
+    del saved_model
+    free()
+    return {"saved_max_logprob_difference": float((saved - trained).abs().max()),
+            "saved_same_top1": bool((saved.argmax(-1) == trained.argmax(-1)).all())}
 
 
 def next_token_logprobs(model, tokenizer, prompts: list[str]):

@@ -1,4 +1,4 @@
-"""Stage 03: DPO with QLoRA through TRL's ``DPOTrainer``.
+"""Stage 03: DPO with QLoRA (or every weight: ``finetuning: full``) through TRL's ``DPOTrainer``.
 
 The policy of iteration n is model n-1 loaded in 4-bit nf4 (bitsandbytes) with
 LoRA adapters (peft); the reference is the same model with the adapters
@@ -7,40 +7,63 @@ the base model as a separate reference instead). On a GPU: bf16 compute, paged
 AdamW; on CPU: float32 and plain AdamW; the code path is the same.
 ``load_in_4bit: auto`` trains LoRA on the unquantized model instead when the GPU
 holds it with room to spare (the run plan's estimate + 10%), QLoRA otherwise.
+``finetuning: full`` trains every weight of the unquantized model, with no
+adapter: TRL loads model n-1 again as the reference, and the trained weights are
+saved as the next policy directly.
 ``train_sampling_strategy: group_by_length`` batches pairs of similar length, so
 a batch pads far less (TRL's collator pads to the batch's longest sequence;
 TRL 1.16's ``padding_free`` is disabled for DPO); each pair's log-probs and loss
 are the same, only which pairs share a batch changes.
 Checkpoints are kept in ``dpo_checkpoints/``; a killed run resumes from the
-last one, unless the params or the pairs changed.
+last one, unless the params or the pairs changed (``nbutils.dpo.checkpoints``).
+The same functions run in the notebook's process and in each process of
+``accelerate launch`` (``nbutils.dpo.worker``).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
+import os
 import time
 import warnings
 from pathlib import Path
 
 from nbutils.compat import length_grouping, peft_resume
-from nbutils.files import fresh_for
+from nbutils.dpo.checkpoints import checkpoint_complete, drop_checkpoints, fingerprint, resume_point  # noqa: F401
+# (checkpoint_complete and drop_checkpoints: the names tests/test_dpo.py and tests/test_hub.py import from here)
 
-TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "max_length", "warmup_ratio", "lr_scheduler_type", "optim",
-                 "gradient_checkpointing", "loss_type", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
-                 "lora_target_modules", "reference_model", "dtype", "device", "seed", "save_steps", "base_model",
-                 "train_sampling_strategy", "use_liger_kernel"]
 LENGTH_COLUMN = "length"  # transformers' default length_column_name
+
+
+def full(p: dict) -> bool:
+    """``finetuning: full``: every weight trains, no adapter."""
+    return p.get("finetuning", "lora") == "full"
+
+
+def device_map(p: dict, settings: dict):
+    """Where ``from_pretrained`` puts the weights: this process's GPU (one process, or ``ddp``: each
+    process its own, ``LOCAL_RANK``); None on the CPU and with ``zero3``/``fsdp2``, which place
+    (shard) the weights themselves."""
+    if not settings["gpu"] or p.get("distributed", "none") in ("zero3", "fsdp2"):
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", 0))}
+
+
+def load_tokenizer(path: str):
+    """The policy's tokenizer, with a pad token (its eos when it has none)."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_policy(path: str, p: dict, settings: dict, adapters: bool = True):
     """(model, tokenizer): ``path`` in 4-bit nf4 (or full precision: ``settings["load_in_4bit"]``,
-    resolved by :func:`nbutils.dpo.hardware.device_settings`) ready for LoRA training."""
+    resolved by :func:`nbutils.dpo.hardware.device_settings`) ready for LoRA training (or, with
+    ``finetuning: full``, for training every weight)."""
     from peft import prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs = {"dtype": settings["torch_dtype"], "device_map": {"": 0} if settings["gpu"] else None}
+    kwargs = {"dtype": settings["torch_dtype"], "device_map": device_map(p, settings)}
     if settings["load_in_4bit"]:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=settings["torch_dtype"],
@@ -48,15 +71,12 @@ def load_policy(path: str, p: dict, settings: dict, adapters: bool = True):
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if settings["load_in_4bit"] and adapters:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=p["gradient_checkpointing"])
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, load_tokenizer(path)
 
 
 def reference_model(stage, settings: dict):
-    """None (the policy with adapters disabled: model n-1), or the initial model for
-    ``reference_model: initial`` after iteration 1."""
+    """None (the policy with adapters disabled: model n-1; with ``finetuning: full`` TRL loads model
+    n-1 again), or the initial model for ``reference_model: initial`` after iteration 1."""
     if stage["reference_model"] == "previous" or stage["iteration"] == 1:
         return None
     from nbutils.generate.policies import base_model_path
@@ -69,12 +89,15 @@ def lora_config(p: dict):
                       target_modules=p["lora_target_modules"], bias="none", task_type="CAUSAL_LM")
 
 
-def dpo_config(p: dict, settings: dict, output_dir: Path):
+def dpo_config(p: dict, settings: dict, output_dir: Path, **overrides):
     """TRL's config. ``remove_unused_columns`` is off so the ``length`` column reaches the length-grouped
     sampler (the trainer drops columns before it builds the sampler); TRL's collator reads only its own
-    keys (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), so the other columns go no further."""
+    keys (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), so the other columns go no further. Under
+    DDP no search for unused parameters (transformers turns it on for a peft model; every trained
+    weight gets a gradient, and torch warns at each step that the search found none).
+    ``overrides``: other ``DPOConfig`` fields (the worker's ``disable_tqdm``)."""
     from trl import DPOConfig
-    return DPOConfig(
+    fields = dict(
         output_dir=str(output_dir), beta=p["beta"], loss_type=[p["loss_type"]],
         learning_rate=p["learning_rate"], num_train_epochs=p["num_train_epochs"], max_steps=p["max_steps"],
         per_device_train_batch_size=p["per_device_train_batch_size"],
@@ -86,22 +109,30 @@ def dpo_config(p: dict, settings: dict, output_dir: Path):
         logging_steps=1, save_strategy="steps", save_steps=p["save_steps"], save_total_limit=2,
         eval_strategy="no", report_to=[], disable_tqdm=False, train_sampling_strategy=p["train_sampling_strategy"],
         length_column_name=LENGTH_COLUMN, remove_unused_columns=False, use_liger_kernel=settings["use_liger_kernel"])
+    if p.get("distributed", "none") == "ddp":
+        fields["ddp_find_unused_parameters"] = False
+    return DPOConfig(**{**fields, **overrides})
 
 
-def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, output_dir: Path, ref_model=None):
+def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, output_dir: Path, ref_model=None,
+                 args=None):
+    """TRL's ``DPOTrainer`` with LoRA adapters (none with ``finetuning: full``), the length-grouped
+    sampler that resumes exactly, and QLoRA's adapter dtype kept across a resume. ``args``: a
+    :func:`dpo_config` made before the model loaded (ZeRO-3 loads it sharded only while one lives)."""
     from trl import DPOTrainer
     with warnings.catch_warnings():
         # TRL 1.16 deprecates use_liger_kernel for Hub kernels loaded by model name (model_init_kwargs): not
         # for a model passed in, as here; nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=dpo_config(stage.params, settings, output_dir),
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args or dpo_config(stage.params, settings, output_dir),
                              train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-                             peft_config=lora_config(stage.params))
+                             peft_config=None if full(stage.params) else lora_config(stage.params))
     if trainer.args.train_sampling_strategy == "group_by_length":
         trainer.train_dataset = with_lengths(trainer.train_dataset, stage["max_length"])
         trainer.eval_dataset = with_lengths(trainer.eval_dataset, stage["max_length"])  # grouped alike
         length_grouping.seed_length_grouping(trainer)  # exact resume past the first epoch
-    trainer.add_callback(peft_resume.adapter_dtype_keeper(trainer.model))  # exact resume of QLoRA
+    if not full(stage.params):
+        trainer.add_callback(peft_resume.adapter_dtype_keeper(trainer.model))  # exact resume of QLoRA
     return trainer
 
 
@@ -132,44 +163,13 @@ def padding_stats(trainer) -> dict:
     return {"real_tokens": real, "padding_tokens": padded}
 
 
-def last_checkpoint(output_dir: Path, fingerprint: dict) -> str | None:
-    """The newest complete checkpoint to resume from. A checkpoint cut short by a kill
-    (no ``trainer_state.json``, which the trainer writes last) is removed, and so are
-    checkpoints made under another fingerprint."""
-    fresh_for(output_dir, fingerprint, "params or pairs")
-    for ckpt in sorted(output_dir.glob("checkpoint-*"), key=lambda d: int(d.name.split("-")[1]), reverse=True):
-        if checkpoint_complete(ckpt):
-            return str(ckpt)
-        print(f"removing incomplete {ckpt.name}")
-        shutil.rmtree(ckpt)
-    return None
-
-
-def checkpoint_complete(ckpt: Path) -> bool:
-    """The trainer writes the RNG state, then ``trainer_state.json`` (not atomically): a checkpoint
-    is whole when both are there and the state parses."""
-    try:
-        json.loads((ckpt / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return any(ckpt.glob("rng_state*.pth"))
-
-
-def fingerprint(stage, train, resolved: dict | None = None) -> dict:
-    """What a checkpoint was trained under: the params, with ``resolved`` (the values ``auto`` took
-    on this machine) over them, and the pairs."""
-    pairs = hashlib.sha256(json.dumps(train.to_list(), sort_keys=True).encode()).hexdigest()
-    return {**{k: stage[k] for k in TRAINING_KEYS}, **(resolved or {}), "iteration": stage["iteration"],
-            "pairs_sha256": pairs}
-
-
-def train(trainer, stage, output_dir: Path, adapter_dir: Path) -> dict:
-    """Train (resuming from the last checkpoint), evaluate, save the adapter; returns stats."""
-    from nbutils.files import atomic_path
+def train(trainer, stage, output_dir: Path, out_dir: Path) -> dict:
+    """Train (resuming from the last checkpoint), evaluate, save the adapter (``finetuning: full``:
+    the whole model) to ``out_dir``; returns stats. In every process when training is distributed."""
     nf4_layers = linear_4bit_layers(trainer.model)
     resolved = {"load_in_4bit": nf4_layers > 0, "use_liger_kernel": trainer.args.use_liger_kernel}
-    resume = last_checkpoint(output_dir, fingerprint(stage, trainer.train_dataset, resolved))
-    if resume:
+    resume = resume_point(trainer.accelerator, output_dir, fingerprint(stage, trainer.train_dataset, resolved))
+    if resume and trainer.accelerator.is_main_process:
         print(f"resuming from {resume}")
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
@@ -179,10 +179,27 @@ def train(trainer, stage, output_dir: Path, adapter_dir: Path) -> dict:
              "linear_4bit_layers": nf4_layers}
     if trainer.eval_dataset is not None:
         stats.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
-    with atomic_path(adapter_dir) as tmp:
-        trainer.model.save_pretrained(tmp)
-        trainer.processing_class.save_pretrained(tmp)
+    save(trainer, out_dir, sharded=stage.params.get("distributed", "none") in ("zero3", "fsdp2"))
     return stats
+
+
+def save(trainer, out_dir: Path, sharded: bool) -> None:
+    """The adapter (or, with ``finetuning: full``, the whole model: the next policy) and the tokenizer
+    with its chat template, in HF format, atomically, written by the first process. ``sharded``
+    (ZeRO-3, FSDP2): the trainer gathers the weights from every process first, so all must call."""
+    from nbutils.files import atomic_path
+    main = trainer.accelerator.is_main_process
+    if sharded and not main:
+        trainer.save_model(str(out_dir))  # gathers the weights; only the first process writes
+    elif main:
+        with atomic_path(out_dir) as tmp:
+            if sharded:
+                trainer.save_model(str(tmp))
+                (tmp / "training_args.bin").unlink(missing_ok=True)
+            else:
+                trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp)
+                trainer.processing_class.save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
 
 
 def linear_4bit_layers(model) -> int:
@@ -197,16 +214,6 @@ def whole_run_loss(log_history: list[dict], fallback: float) -> float:
     ``training_loss`` averages only the steps since the last resume); logged every step."""
     losses = {r["step"]: r["loss"] for r in log_history if "loss" in r}
     return sum(losses.values()) / len(losses) if losses else fallback
-
-
-def drop_checkpoints(output_dir: Path, keep: bool) -> dict:
-    """Once the adapter and the merged policy are saved, the checkpoints (adapter plus optimizer
-    state: ~3.4 GB each for r 128 on a 7B model) only fill the disk; ``keep`` keeps them."""
-    size = sum(f.stat().st_size for f in output_dir.rglob("*") if f.is_file()) if output_dir.exists() else 0
-    if not keep and output_dir.exists():
-        shutil.rmtree(output_dir)
-        print(f"removed {output_dir.name}/ ({size / 2**30:.2f} GiB; keep_checkpoints: true keeps it)")
-    return {"checkpoints_gib": round(size / 2**30, 3), "checkpoints_kept": keep}
 
 
 def step_log(trainer) -> list[dict]:

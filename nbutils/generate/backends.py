@@ -86,6 +86,7 @@ class VLLMBackend:
         self.llm = LLM(model=model, dtype=p["dtype"], seed=p["seed"],
                        gpu_memory_utilization=p["gpu_memory_utilization"],
                        max_model_len=p["max_model_len"], tokenizer_mode="hf", config_format="hf",
+                       tensor_parallel_size=p.get("tensor_parallel_size", 1),
                        load_format=weights_format(model),
                        worker_extension_cls=f"{Reseed.__module__}.{Reseed.__qualname__}")
         self.tokenizer = self.llm.get_tokenizer()
@@ -160,7 +161,7 @@ def load_backend(model: str, p: dict):
     name = pick_backend(p["backend"])
     if name == "vllm" and not importlib.util.find_spec("vllm"):
         raise ImportError("backend 'vllm' asked for, but vllm is not installed (make install)")
-    key = (name, model, *(p[k] for k in ENGINE_KEYS))
+    key = (name, model, *(p[k] for k in ENGINE_KEYS), p.get("tensor_parallel_size", 1))
     if key not in _LOADED:
         _LOADED.clear()
         gc.collect()

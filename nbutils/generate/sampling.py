@@ -6,7 +6,8 @@ import time
 import pandas as pd
 
 from nbutils.generate.backends import load_backend, pick_backend, sampling_seeds, timed_generate
-from nbutils.shards import run_sharded, write_parquet
+from nbutils.parallel import placement_free
+from nbutils.shards import run_sharded, write_parquet, write_shards
 
 SCHEMA = ["prompt_id", "prompt", "all_generated_responses", "finish_reasons",
           "response_num_tokens", "prompt_num_tokens", "model", "backend", "iteration",
@@ -20,22 +21,37 @@ def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
             for p in prompts]
 
 
-def generate_responses(stage, prompts, model: str, out_path, backend=None, progress: bool = True):
+def kept_prompts(p: dict, tokenizer, rows: list[dict]) -> tuple[list[list[int]], list[int]]:
+    """Each prompt's chat-templated ids, and the indices of those that leave room for
+    ``max_new_tokens`` within ``max_model_len`` (the others are skipped and counted)."""
+    ids = chat_prompt_ids(tokenizer, [r["prompt"] for r in rows])
+    limit = p["max_model_len"] - p["max_new_tokens"]
+    return ids, [i for i, x in enumerate(ids) if len(x) <= limit]
+
+
+def shard_fingerprint(p: dict, model: str, rows: list[dict], keep: list[int]) -> dict:
+    """What the shards depend on: the params but where they run (a run resumes with any number of
+    workers: ``nbutils.parallel``), the model and the kept prompts."""
+    return {**placement_free(p), "model": model, "prompt_ids": [rows[i]["prompt_id"] for i in keep]}
+
+
+def generate_responses(stage, prompts, model: str, out_path, backend=None, progress: bool = True,
+                       shards: list[int] | None = None):
     """Sample ``num_samples`` responses for every prompt and write ``out_path``.
     Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``; the engine is
     loaded for the first unfinished shard (a rerun with every shard done starts none).
-    ``backend``: an already loaded one to reuse (benchmarks), else one is loaded."""
+    ``backend``: an already loaded one to reuse (benchmarks), else one is loaded. ``shards``: one
+    worker's part of several (:func:`generate_over_workers`): only these shards, into a folder the
+    parent made fresh; returns (None, this worker's timings and new tokens)."""
     p, t0 = stage.params, time.perf_counter()
     name = backend.name if backend else pick_backend(p["backend"])
     tokenizer = backend.tokenizer if backend else chat_tokenizer(model)
     rows = prompts.to_list()
-    ids = chat_prompt_ids(tokenizer, [r["prompt"] for r in rows])
-    limit = p["max_model_len"] - p["max_new_tokens"]
-    keep = [i for i, x in enumerate(ids) if len(x) <= limit]
-    engine_s, load_s = 0.0, 0.0
+    ids, keep = kept_prompts(p, tokenizer, rows)
+    engine_s, load_s, drawn = 0.0, 0.0, 0
 
     def work(chunk, shard):
-        nonlocal engine_s, load_s, backend
+        nonlocal engine_s, load_s, backend, drawn
         if backend is None:
             t = time.perf_counter()
             backend = load_backend(model, p)
@@ -46,6 +62,7 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None, progr
                                [rows[i]["prompt_id"] for i in chunk], shard)
         samples, secs = timed_generate(backend, [ids[i] for i in chunk], seeds, p["sampling_seeds"] == "request")
         engine_s += secs
+        drawn += sum(x.num_tokens for ss in samples for x in ss)
         return pd.DataFrame([{
             "prompt_id": rows[i]["prompt_id"], "prompt": rows[i]["prompt"],
             "all_generated_responses": [s.text for s in ss],
@@ -56,9 +73,13 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None, progr
             "max_new_tokens": p["max_new_tokens"], "seed": seed,
         } for i, ss, seed in zip(chunk, samples, seeds)], columns=SCHEMA)
 
-    fingerprint = {**p, "model": model, "prompt_ids": [rows[i]["prompt_id"] for i in keep]}
+    fingerprint = shard_fingerprint(p, model, rows, keep)
+    if shards is not None:
+        size = p["shard_size"]
+        write_shards({i: keep[i * size: (i + 1) * size] for i in shards}, f"{out_path}.shards", fingerprint, work)
+        return None, {"load_seconds": load_s, "engine_seconds": engine_s, "new_tokens": drawn}
     df, resumed = run_sharded(keep, p["shard_size"], f"{out_path}.shards", fingerprint, work,
-                              desc=f"sampling {p['num_samples']} per prompt ({backend.name})" if progress else None)
+                              desc=f"sampling {p['num_samples']} per prompt ({name})" if progress else None)
     write_parquet(df, out_path)
     stats = summarize(df, skipped_long=len(rows) - len(keep))
     stats.update(backend=name, model=model, load_seconds=round(load_s, 2),
@@ -96,12 +117,20 @@ def generate_in_child(params: dict, prompts, model: str, out_path, desc: str = "
 
 def generate_jobs_in_child(jobs: list[tuple[dict, str]], prompts, model: str, desc: str = "sampling") -> list:
     """Several (params, out_path) samplings of one model and prompts, one after the other in one
-    child process: the engine starts once (the jobs differ in sampling settings only)."""
+    child process: the engine starts once (the jobs differ in sampling settings only). With more than
+    one worker (``devices`` / ``tensor_parallel_size``): :func:`generate_over_workers`."""
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
-    from nbutils.processes import in_child
+    from nbutils.parallel import check_tensor_parallel, workers_of
+    from nbutils.processes import in_child, refuse_if_running
+    from nbutils.workers import earlier_workers
+    check_tensor_parallel(model, jobs[0][0].get("tensor_parallel_size", 1))
+    visible = workers_of(jobs[0][0])
+    if len(visible) > 1:
+        return generate_over_workers(jobs, prompts, model, desc, visible)
+    refuse_if_running(earlier_workers(jobs[0][1]))  # an earlier attempt's workers, whatever their number
     total = len(prompts) * len(jobs)
     with tqdm(total=total, desc=desc, unit="prompt") as bar:
         def poll():
@@ -113,6 +142,61 @@ def generate_jobs_in_child(jobs: list[tuple[dict, str]], prompts, model: str, de
         bar.n = total
         bar.refresh()
     return result
+
+
+def _generate_in_worker(tasks: list[tuple[int, dict, str, list[int]]], rows: list[dict], model: str) -> dict:
+    from types import SimpleNamespace
+
+    from nbutils.logs import quiet
+    quiet()
+
+    from datasets import Dataset
+    prompts = Dataset.from_list(rows)
+    return {j: generate_responses(SimpleNamespace(params=params), prompts, model, out_path, progress=False,
+                                  shards=shards)[1] for j, params, out_path, shards in tasks}
+
+
+def generate_over_workers(jobs: list[tuple[dict, str]], prompts, model: str, desc: str,
+                          visible: list[str]) -> list:
+    """:func:`generate_jobs_in_child` over one worker process per entry of ``visible`` (its
+    ``CUDA_VISIBLE_DEVICES``; on the CPU, its share of the cores), each with an engine of its own:
+    this process makes each job's shard folder fresh and deals the pending shards
+    (``nbutils.parallel.deal``), the workers sample them (each shard seeded by its index, so the
+    draws do not depend on the worker), and this process assembles the output in shard order: the
+    rows one worker would have written. Stats as one worker's, with ``workers``; ``engine_seconds``
+    and ``load_seconds`` are the longest worker's."""
+    from nbutils.devices import resolve_device
+    from nbutils.parallel import deal, worker_envs
+    from nbutils.shards import done_shards, pending_shards, read_shards
+    from nbutils.workers import work_over
+
+    t0, rows, tokenizer = time.perf_counter(), prompts.to_list(), chat_tokenizer(model)
+    kept = [kept_prompts(p, tokenizer, rows)[1] for p, _ in jobs]
+    pending = [pending_shards(len(keep), p["shard_size"], f"{out}.shards", shard_fingerprint(p, model, rows, keep))
+               for (p, out), keep in zip(jobs, kept)]
+    dealt = [deal(todo, len(visible)) for todo in pending]
+    tasks = [[(j, p, str(out), dealt[j][k]) for j, (p, out) in enumerate(jobs) if dealt[j][k]]
+             for k in range(len(visible))]
+    parts = work_over(_generate_in_worker, [(t, rows, model) if t else None for t in tasks],
+                      worker_envs(visible, resolve_device(jobs[0][0].get("device", "auto"))), jobs[0][1],
+                      done=lambda: sum(min(len(keep), p["shard_size"] * done_shards(f"{out}.shards"))
+                                       for (p, out), keep in zip(jobs, kept)),
+                      total=sum(map(len, kept)), desc=desc).values()
+    results = []
+    for j, ((p, out), keep, todo) in enumerate(zip(jobs, kept, pending)):
+        df = read_shards(len(keep), p["shard_size"], f"{out}.shards")
+        write_parquet(df, out)
+        mine = [part[j] for part in parts if j in part]
+        engine_s = max((m["engine_seconds"] for m in mine), default=0.0)
+        stats = summarize(df, skipped_long=len(rows) - len(keep))
+        stats.update(backend=pick_backend(p["backend"]), model=model,
+                     load_seconds=round(max((m["load_seconds"] for m in mine), default=0.0), 2),
+                     engine_seconds=round(engine_s, 2), shards_resumed=-(-len(keep) // p["shard_size"]) - len(todo),
+                     stage_seconds=round(time.perf_counter() - t0, 2), workers=len(visible))
+        if engine_s:  # all workers' new tokens over the longest worker's engine time
+            stats["new_tokens_per_second"] = round(sum(m["new_tokens"] for m in mine) / engine_s, 1)
+        results.append((df, stats))
+    return results
 
 
 def summarize(df: pd.DataFrame, skipped_long: int = 0) -> dict:

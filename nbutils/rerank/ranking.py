@@ -16,7 +16,7 @@ import pandas as pd
 from nbutils.rerank import dataset
 from nbutils.rerank.pairs import select_pairs
 from nbutils.rerank.rankers import load_ranker
-from nbutils.shards import run_sharded
+from nbutils.shards import run_sharded, write_shards
 
 REQUIRED = ["prompt_id", "prompt", "all_generated_responses"]
 
@@ -43,31 +43,79 @@ def fingerprint(stage, generations: pd.DataFrame) -> dict:
     return {"ranker": stage["ranker"], "responses_sha256": hashlib.sha256(texts.encode()).hexdigest()}
 
 
+def score_rows(stage, ranker, rows: list[dict]) -> tuple[pd.DataFrame, float]:
+    """One shard's ``all_rm_scores`` (``None`` for empty responses), and the seconds the ranker took.
+    ``stage``: the Stage, or its params."""
+    keep = [[j for j, r in enumerate(row["all_generated_responses"]) if r.strip()] for row in rows]
+    t0 = time.perf_counter()
+    scored = ranker.score([row["prompt"] for row in rows],
+                          [[row["all_generated_responses"][j] for j in k] for row, k in zip(rows, keep)],
+                          stage["ranker_batch_size"], bucketing=stage["ranker_bucketing"])
+    elapsed = time.perf_counter() - t0
+    out = []
+    for row, k, s in zip(rows, keep, scored):
+        full = [None] * len(row["all_generated_responses"])
+        for j, value in zip(k, s):
+            full[j] = float(value)
+        out.append({"prompt_id": row["prompt_id"], "all_rm_scores": full})
+    return pd.DataFrame(out, columns=["prompt_id", "all_rm_scores"]), elapsed
+
+
 def score_responses(stage, generations: pd.DataFrame, ranker, shard_dir: Path) -> tuple[list, dict]:
-    """``all_rm_scores`` per prompt (``None`` for empty responses) and timing stats."""
+    """``all_rm_scores`` per prompt (``None`` for empty responses) and timing stats. With ``devices``
+    above 1, :func:`score_over_workers` (``ranker`` then scores nothing: each worker loads its own)."""
     rows = generations.to_dict("records")
+    if stage.params.get("devices", 1) > 1:
+        return score_over_workers(stage, rows, shard_dir, fingerprint(stage, generations))
     elapsed = 0.0
 
     def work(chunk, shard):
         nonlocal elapsed
-        keep = [[j for j, r in enumerate(rows[i]["all_generated_responses"]) if r.strip()] for i in chunk]
-        t0 = time.perf_counter()
-        scored = ranker.score([rows[i]["prompt"] for i in chunk],
-                              [[rows[i]["all_generated_responses"][j] for j in k] for i, k in zip(chunk, keep)],
-                              stage["ranker_batch_size"], bucketing=stage["ranker_bucketing"])
-        elapsed += time.perf_counter() - t0
-        out = []
-        for i, k, s in zip(chunk, keep, scored):
-            full = [None] * len(rows[i]["all_generated_responses"])
-            for j, value in zip(k, s):
-                full[j] = float(value)
-            out.append({"prompt_id": rows[i]["prompt_id"], "all_rm_scores": full})
-        return pd.DataFrame(out, columns=["prompt_id", "all_rm_scores"])
+        df, secs = score_rows(stage, ranker, [rows[i] for i in chunk])
+        elapsed += secs
+        return df
 
     df, resumed = run_sharded(list(range(len(rows))), stage["shard_size"], shard_dir,
                               fingerprint(stage, generations), work, desc="scoring responses")
-    scores = [[None if v is None or np.isnan(v) else float(v) for v in s] for s in df["all_rm_scores"]]
-    return scores, {"ranker_seconds": round(elapsed, 2), "shards_resumed": resumed}
+    return scores_of(df), {"ranker_seconds": round(elapsed, 2), "shards_resumed": resumed}
+
+
+def scores_of(df: pd.DataFrame) -> list:
+    return [[None if v is None or np.isnan(v) else float(v) for v in s] for s in df["all_rm_scores"]]
+
+
+def _score_in_worker(params: dict, device: str, chunks: dict[int, list[dict]], shard_dir: str, stamp: dict) -> float:
+    from nbutils.logs import quiet
+    quiet()
+    ranker, elapsed = load_ranker(params["ranker"], device), 0.0
+
+    def work(rows, shard):
+        nonlocal elapsed
+        df, secs = score_rows(params, ranker, rows)
+        elapsed += secs
+        return df
+    write_shards(chunks, shard_dir, stamp, work)
+    return elapsed
+
+
+def score_over_workers(stage, rows: list[dict], shard_dir: Path, stamp: dict) -> tuple[list, dict]:
+    """:func:`score_responses` over ``devices`` worker processes (one GPU each; on the CPU, a share of
+    the cores each), each with a ranker of its own: this process makes the shard folder fresh and deals
+    the pending shards, the workers score them, and this process reads them in shard order (the
+    scores of one worker: a prompt's scores do not depend on its batch's other prompts)."""
+    from nbutils.parallel import deal, worker_devices, worker_envs
+    from nbutils.shards import done_shards, pending_shards, read_shards
+    from nbutils.workers import work_over
+
+    size, envs = stage["shard_size"], worker_envs(worker_devices(stage["devices"]), stage.device)
+    pending = pending_shards(len(rows), size, shard_dir, stamp)
+    chunks = [{i: rows[i * size: (i + 1) * size] for i in part} for part in deal(pending, len(envs))]
+    seconds = work_over(_score_in_worker, [(stage.params, stage.device, c, str(shard_dir), stamp) if c else None
+                                           for c in chunks], envs, shard_dir,
+                        done=lambda: size * done_shards(shard_dir), total=len(rows), desc="scoring responses")
+    df = read_shards(len(rows), size, shard_dir)
+    return scores_of(df), {"ranker_seconds": round(max(seconds.values(), default=0.0), 2),
+                           "shards_resumed": -(-len(rows) // size) - len(pending), "workers": len(envs)}
 
 
 def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[dict, dict]:

@@ -45,7 +45,13 @@ def cuda_check(values: dict) -> Check:
         return Check("CUDA", False, str(e))
     import torch
     free, total = torch.cuda.mem_get_info()
-    return Check("device", True, f"{torch.cuda.get_device_name()}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    devices, here = values.get("devices", 1), torch.cuda.device_count()
+    if devices > here:
+        return Check("devices", False, f"devices: {devices}, but this machine has {here} GPU(s) "
+                     f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); set devices to at "
+                     f"most {here}, or run on a machine with {devices}")
+    return Check("device", True, f"{torch.cuda.get_device_name()}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+                 + (f"; {here} GPUs, {devices} used" if here > 1 else ""))
 
 
 def version_check() -> Check:

@@ -24,7 +24,8 @@ STAGE_METRICS = {
                   "mean_rejected_chars", "chosen_longer_fraction", "responses_truncated_by_ranker",
                   "prompts_skipped_tied", "stage_seconds"],
     "03_dpo_qlora": ["train_pairs", "global_steps", "train_loss", "eval_loss", "eval_rewards/accuracies",
-                     "eval_rewards/margins", "merge_max_logprob_difference", "train_seconds"],
+                     "eval_rewards/margins", "merge_max_logprob_difference", "saved_max_logprob_difference",
+                     "processes", "train_seconds"],
 }
 
 

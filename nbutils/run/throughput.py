@@ -23,6 +23,16 @@ PAIRRM_SOURCE, PAIRRM_CANDIDATE = 1224, 412  # PairRM's source / candidate max l
 # arrival order, or sorted by length into batches (ranker_bucketing); AlpacaEval's 805 instructions x 5 real
 # answers, batches of 8 prompts (benchmarks/rerank.py counts them)
 PAIRRM_PAD = {False: 1.61, True: 1.19}
+# More than one GPU (assumed, no measurement found for this workload): the share of linear scaling that
+# data-parallel DPO keeps per process (DDP: one all-reduce of the LoRA or full gradients per step; ZeRO-3 and
+# FSDP2 also gather every layer's weights in the forward and backward), and the share a vLLM engine keeps per
+# GPU when tensor parallel splits one model (NVLink all-reduces in every layer; a 7B model fits one GPU)
+DP_EFFICIENCY = {"ddp": 0.9, "zero3": 0.8, "fsdp2": 0.8}
+TP_EFFICIENCY = 0.75
+# Full fine-tuning (finetuning: full): FLOPs per token, x params: the policy's forward and backward (6), the
+# forward gradient checkpointing recomputes (2) and the reference's forward (2); at an assumed 40% of the
+# dense bf16 peak (model FLOPs utilisation typical of ZeRO-3 training of a 7B model)
+FULL_FLOPS, FULL_MFU = 10, 0.40
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,15 @@ class GPU:
                                                            else "")
                 + f" x 2 sequences / DPO factor {DPO_COST} x {PAD_SHARE[sampling]:.0%} real tokens per padded batch"
                 f" ({sampling}; benchmarks/dpo_padding.py on AlpacaEval answer lengths)")
+
+    def full_dpo_tok_s(self, params: float) -> float:
+        """Full fine-tuning DPO tokens/s on one GPU (chosen + rejected sequences), from FLOPs."""
+        return self.fp16_tflops * 1e12 * FULL_MFU / (FULL_FLOPS * params)
+
+    def full_dpo_source(self, params: float) -> str:
+        return (f"derived: {self.fp16_tflops:g} TFLOPS dense bf16 ({self.spec}) x {FULL_MFU:.0%} utilisation (assumed) "
+                f"/ ({FULL_FLOPS} x {params / 1e9:.2f}B FLOPs per token: policy forward, backward and recompute, "
+                "reference forward)")
 
     def pairrm_cmp_s(self, tokens: float = 2048) -> float:
         """PairRM comparisons/s at ``tokens`` per comparison (435M parameters)."""
