@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbutils.files import repo_path
 from nbutils.manifests import committed
 
 # Whole-run stages (no ``iteration`` param) and the folder of the run each writes to.
@@ -92,3 +93,17 @@ class RunFolder:
     def has_policy(self, n: int) -> bool:
         """Iteration ``n``'s policy was committed by stage 03 and is intact (a killed merge is no policy)."""
         return committed(self.manifest("03_dpo_qlora", n), "policy") is not None
+
+
+class ParamsView:
+    """Resolved params read as ``view[key]``, and their run folder (``view.run``): what a notebook's
+    Stage and a training worker's stand-in for it share. Subclasses hold ``params``."""
+    params: dict
+
+    def __getitem__(self, key):
+        return self.params[key]
+
+    @property
+    def run(self) -> RunFolder:
+        """The run folder's layout: every path a stage reads or writes."""
+        return RunFolder(repo_path(self.params["runs_dir"]) / self.params["run_name"])

@@ -41,18 +41,15 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype, check
         tokenizer.save_pretrained(tmp)
     del adapted_model, merged
     free()
-    saved_model = load_full(str(out_dir), dtype, device).eval()
-    saved = next_token_logprobs(saved_model, AutoTokenizer.from_pretrained(out_dir), check_prompts)
-    del saved_model
-    free()
-    return {"merge_max_logprob_difference": float((saved - adapted).abs().max()),
-            "merge_same_top1": bool((saved.argmax(-1) == adapted.argmax(-1)).all())}
+    return check_saved(out_dir, adapted, dtype, check_prompts, device, name="merge")
 
 
-def check_saved(out_dir: Path, trained, dtype, check_prompts: list[str], device: str = "cpu") -> dict:
-    """``finetuning: full``: the policy saved in ``out_dir`` loads (transformers) and gives the
-    trained model's next-token log-probs (``trained``, measured on ``check_prompts`` before the
-    trainer was freed): the largest difference, and whether the top token is the same."""
+def check_saved(out_dir: Path, expected, dtype, check_prompts: list[str], device: str = "cpu",
+                name: str = "saved") -> dict:
+    """The policy saved in ``out_dir`` loads (transformers) and gives the ``expected`` next-token
+    log-probs on ``check_prompts`` (model n-1 + adapter for a merge, ``name`` merge; the trained
+    model, measured before the trainer was freed, for ``finetuning: full``): the largest difference,
+    and whether the top token is the same."""
     from transformers import AutoTokenizer
 
     from nbutils.memory import free
@@ -60,8 +57,8 @@ def check_saved(out_dir: Path, trained, dtype, check_prompts: list[str], device:
     saved = next_token_logprobs(saved_model, AutoTokenizer.from_pretrained(out_dir), check_prompts)
     del saved_model
     free()
-    return {"saved_max_logprob_difference": float((saved - trained).abs().max()),
-            "saved_same_top1": bool((saved.argmax(-1) == trained.argmax(-1)).all())}
+    return {f"{name}_max_logprob_difference": float((saved - expected).abs().max()),
+            f"{name}_same_top1": bool((saved.argmax(-1) == expected.argmax(-1)).all())}
 
 
 def next_token_logprobs(model, tokenizer, prompts: list[str]):

@@ -16,22 +16,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.files import repo_path, write_json
-from nbutils.layout import RunFolder
+from nbutils.files import write_json
+from nbutils.layout import ParamsView
 
 
 @dataclass(frozen=True)
-class StageParams:
+class StageParams(ParamsView):
     """Stage 03's resolved params as the training functions read them (``stage[key]``,
     ``stage.params``, ``stage.run``): the worker's stand-in for the notebook's Stage."""
     params: dict
-
-    def __getitem__(self, key):
-        return self.params[key]
-
-    @property
-    def run(self) -> RunFolder:
-        return RunFolder(repo_path(self.params["runs_dir"]) / self.params["run_name"])
 
 
 def progress_writer(path: Path):

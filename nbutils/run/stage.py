@@ -19,8 +19,8 @@ from nbutils import manifests
 from nbutils.parallel import placement_free
 from nbutils.run import lineage
 from nbutils.run import params as P
-from nbutils.files import repo_path, update_json, write_json
-from nbutils.layout import RunFolder
+from nbutils.files import update_json, write_json
+from nbutils.layout import ParamsView
 
 
 # Where a run lives is not what it is: a run folder moved or copied whole is still done.
@@ -38,18 +38,10 @@ def params_hash(values: dict) -> str:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One notebook run for one iteration of one run."""
+class Stage(ParamsView):
+    """One notebook run for one iteration of one run (``stage[key]``, ``stage.run``: ``ParamsView``)."""
     notebook: str
     params: dict
-
-    def __getitem__(self, key):
-        return self.params[key]
-
-    @property
-    def run(self) -> RunFolder:
-        """The run folder's layout: every path a stage reads or writes (``nbutils.layout``)."""
-        return RunFolder(repo_path(self.params["runs_dir"]) / self.params["run_name"])
 
     @property
     def run_dir(self) -> Path:
