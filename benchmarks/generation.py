@@ -46,7 +46,7 @@ def main() -> None:
     model = base_model_path(values["base_model"])
     prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, args.prompts,
                                 values["num_iterations"])
-    vllm = load_backend(model, {**values, "backend": "vllm"})
+    vllm = load_backend(model, {**values, "backend": "vllm", "enforce_eager": False})  # decoding as on a GPU: compiled
     ids = chat_prompt_ids(vllm.tokenizer, prompts["prompt"])
     per_prompt = [derive_seed(values["seed"], i) for i in range(len(ids))]
     work = len(ids) * values["num_samples"] * args.max_new_tokens

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,6 @@ def metrics(run_dir: Path, iteration: int = 1) -> dict:
 def user_checkout(tmp_path_factory):
     """A copy of the workbook as a new user has it, importing its own nbutils;
     the tiny-model cache is shared so models are built once per test session."""
-    import shutil
     root = tmp_path_factory.mktemp("checkout")
     for part in ("notebooks", "nbutils", "params", "requirements"):
         shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -77,9 +77,13 @@ def loop(runs_dir):
 
 @pytest.fixture(scope="session")
 def loop_lc(loop, runs_dir):
-    """The tiny-lc preset over the same prompts, one iteration, compared with ``loop``."""
-    cli("run", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml",
-        *params_args(runs_dir=runs_dir, **{**LOOP, "num_iterations": 1, "run_name": "loop-lc", "compare_run": "loop"}))
+    """The tiny-lc preset over the same prompts, one iteration, compared with ``loop``. It starts from a
+    copy of ``loop``'s iteration 1, as a user saves stage 01 (its samples are the same): stage 01 is done,
+    02 reruns (its params changed) and keeps PairRM's scores, 03 reruns on the new pairs (``loop-lc.log``)."""
+    shutil.copytree(loop / "iter_1", runs_dir / "loop-lc" / "iter_1")
+    proc = cli("run", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml",
+               *params_args(runs_dir=runs_dir, **{**LOOP, "num_iterations": 1, "run_name": "loop-lc", "compare_run": "loop"}))
+    (runs_dir / "loop-lc.log").write_text(proc.stdout)
     return runs_dir / "loop-lc"
 
 

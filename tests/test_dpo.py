@@ -97,7 +97,7 @@ def test_merged_policy_gives_base_plus_adapter_logits_in_transformers_and_vllm(l
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     engine = VLLMBackend(str(it / "policy"), {"dtype": "float32", "seed": 0, "gpu_memory_utilization": 0.3,
-                                              "max_model_len": 512})
+                                              "max_model_len": 512, "enforce_eager": True})
     ids = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                          return_dict=False) for p in prompts]
     outs = engine.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids],

@@ -1,6 +1,7 @@
 """The GPU presets, run here on the hub twins: real hub ids, splits, judge and reference,
 served over HTTP on 127.0.0.1 to the unchanged clients; only sizes and device differ."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -91,9 +92,13 @@ def test_ultrafeedback_preset_generates_and_reranks_on_the_twins(hub_twins, runs
     assert len(split) > 0 and {"chosen", "rejected", "all_rm_scores"} <= set(split.columns)
 
 
-def test_snorkel_lc_preset_selects_length_controlled_pairs_on_the_twins(hub_twins, runs_dir):
-    twin_run(hub_twins, runs_dir, "-f", "params/snorkel.yaml", "-f", "params/snorkel-lc.yaml",
-             "--iterations", "1", "--stages", "01_generate,02_rerank")
+def test_snorkel_lc_preset_selects_length_controlled_pairs_on_the_twins(twin_snorkel, hub_twins, runs_dir):
+    """From a copy of the snorkel run's iteration 1 (README: the same samples, stage 01 saved)."""
+    shutil.copytree(twin_snorkel / "iter_1", runs_dir / "snorkel-lc" / "iter_1")
+    out = twin_run(hub_twins, runs_dir, "-f", "params/snorkel.yaml", "-f", "params/snorkel-lc.yaml",
+                   "--iterations", "1", "--stages", "01_generate,02_rerank").stdout
+    assert "iteration 1 · 01_generate: done for these params and inputs, skipped" in out
+    assert "iteration 1 · 02_rerank: params changed (length_penalty, pair_selection), rerunning" in out, out
     config = json.loads((runs_dir / "snorkel-lc" / "iter_1" / "02_rerank.config.json").read_text())
     assert config["ranker"] == "llm-blender/PairRM" and config["pair_selection"] == "length_controlled"
     assert json.loads((runs_dir / "snorkel-lc" / "iter_1" / "metrics.json").read_text())["02_rerank"]["pairs"] > 0
@@ -107,7 +112,7 @@ def test_vllm_loads_a_folder_with_mistral_format_files_as_hf(hub_twins):
     proc = client(hub_twins, f"""
 from nbutils.generate.backends import VLLMBackend
 from nbutils.generate.sampling import chat_prompt_ids
-b = VLLMBackend({str(repo)!r}, dict(dtype="float32", seed=0, gpu_memory_utilization=0.3, max_model_len=256,
+b = VLLMBackend({str(repo)!r}, dict(dtype="float32", seed=0, gpu_memory_utilization=0.1, enforce_eager=True, max_model_len=256,
                 num_samples=2, temperature=0.7, top_p=0.9, max_new_tokens=8, device="cpu"))
 print(type(b.tokenizer).__name__, len(b.generate(chat_prompt_ids(b.tokenizer, ["how do I start running"]), [1])[0]))
 """)

@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from nbutils.length import analysis as L
 from nbutils.rerank.pairs import select_pairs
-from tests.conftest import chromium, cli
+from tests.conftest import chromium, cli, metrics
 
 FIGURES = ["05_candidate_lengths.png", "05_chosen_vs_rejected.png", "05_score_vs_length.png",
            "05_eval_length_vs_win_rate.png"]
@@ -115,6 +115,10 @@ def test_analysis_numbers_match_the_datasets_they_come_from(loop):
 
 @pytest.mark.slow
 def test_length_controlled_run_is_compared_side_by_side(loop, loop_lc):
+    log = (loop_lc.parent / "loop-lc.log").read_text()  # started from a copy of loop's iteration 1
+    assert "iteration 1 · 01_generate: done for these params and inputs, skipped" in log
+    assert "iteration 1 · 02_rerank: params changed (length_penalty, pair_selection), rerunning" in log
+    assert metrics(loop_lc)["02_rerank"]["shards_resumed"] > 0  # PairRM's scores do not depend on the selection
     out = loop_lc / "length_analysis"
     assert (out / "05_comparison.png").stat().st_size > 10_000
     table = pd.read_csv(out / "comparison.csv", header=[0, 1], index_col=0)

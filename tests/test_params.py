@@ -1,4 +1,6 @@
 """The params vocabulary: presets, notebooks and validation agree."""
+import json
+
 import pytest
 import yaml
 
@@ -189,3 +191,23 @@ def test_where_work_runs_is_not_what_it_is():
     assert params_hash(one) == params_hash({**one, "devices": 8, "tensor_parallel_size": 2})
     ddp = {**one, "distributed": "ddp"}
     assert params_hash(ddp) != params_hash({**ddp, "devices": 8})
+
+
+def test_how_many_iterations_a_run_has_is_not_one_iterations_work(tmp_path):
+    """Stages 01-03 of iteration n do the same work in a run of 2 or of 3 iterations (a run extended,
+    an iteration copied into another run keep what is done); stages 04-05, over all iterations, do not.
+    A manifest written when num_iterations was hashed with the rest still counts as done."""
+    from nbutils.run.stage import params_hash, stage_for
+    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path)})
+    for notebook, same in (("01_generate", True), ("03_dpo_qlora", True), ("04_evaluate", False)):
+        two, three = (stage_for(notebook, {**values, "num_iterations": n}).params for n in (2, 3))
+        assert (params_hash(two) == params_hash(three)) is same, notebook
+    stage = stage_for("01_generate", values)
+    stage.manifest_path.parent.mkdir(parents=True)
+    old_hash = "0123456789abcdef"  # an older version's hash of the same params
+    stage.manifest_path.write_text(json.dumps({"notebook": "01_generate", "params": stage.params, "params_hash": old_hash,
+                                               "inputs": {}, "outputs": {}}))
+    assert "params changed" not in (stage.why_not_done() or "")
+    stage.manifest_path.write_text(json.dumps({"notebook": "01_generate", "params": {**stage.params, "top_p": 0.5},
+                                               "params_hash": old_hash, "inputs": {}, "outputs": {}}))
+    assert stage.why_not_done() == "params changed (top_p)"

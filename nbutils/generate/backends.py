@@ -87,6 +87,7 @@ class VLLMBackend:
                        gpu_memory_utilization=p["gpu_memory_utilization"],
                        max_model_len=p["max_model_len"], tokenizer_mode="hf", config_format="hf",
                        tensor_parallel_size=p.get("tensor_parallel_size", 1),
+                       enforce_eager=p.get("enforce_eager", False),
                        load_format=weights_format(model),
                        worker_extension_cls=f"{Reseed.__module__}.{Reseed.__qualname__}")
         self.tokenizer = self.llm.get_tokenizer()
@@ -151,7 +152,7 @@ class HFBackend:
 
 
 _LOADED: dict = {}  # one engine at a time, kept for reruns of a notebook cell
-ENGINE_KEYS = ("dtype", "seed", "gpu_memory_utilization", "max_model_len")
+ENGINE_KEYS = ("dtype", "seed", "gpu_memory_utilization", "max_model_len", "enforce_eager")
 
 
 def load_backend(model: str, p: dict):
@@ -161,7 +162,7 @@ def load_backend(model: str, p: dict):
     name = pick_backend(p["backend"])
     if name == "vllm" and not importlib.util.find_spec("vllm"):
         raise ImportError("backend 'vllm' asked for, but vllm is not installed (make install)")
-    key = (name, model, *(p[k] for k in ENGINE_KEYS), p.get("tensor_parallel_size", 1))
+    key = (name, model, *(p.get(k) for k in ENGINE_KEYS), p.get("tensor_parallel_size", 1))
     if key not in _LOADED:
         _LOADED.clear()
         gc.collect()

@@ -15,8 +15,8 @@ import pandas as pd
 
 from nbutils.files import repo_path
 
-from nbutils.run.throughput import (DP_EFFICIENCY, DPO_COST, GPU, GPUS, PAIRRM_CANDIDATE, PAIRRM_PAD, PAIRRM_SOURCE,
-                                    PAIRRM_UTIL, TP_EFFICIENCY)
+from nbutils.run.throughput import (DP_EFFICIENCY, DPO_COST, GPU, GPUS, PAD_SHARE, PAIRRM_CANDIDATE, PAIRRM_PAD,
+                                    PAIRRM_SOURCE, PAIRRM_UTIL, TP_EFFICIENCY)
 
 GIB, GB = 2**30, 1e9
 MISTRAL_7B = 7.24e9
@@ -42,12 +42,14 @@ ASSUMPTIONS = [
     "leaderboard 1,676 chars, ~4 chars/token) growing alike, the final model's as Snorkel's 2,736 chars",
     "start-up per model load: vLLM 3 min, DPO load 3 min, merge + check 5 min, PairRM 1 min (7B; less if small)",
     "models other than 7B: time scales with params (at most 4x faster); shapes scale as params^(1/3)",
-    "PairRM pads each comparison to its batch's longest: 1.61x the tokens it reads in arrival order, 1.19x with "
+    f"PairRM pads each comparison to its batch's longest: {PAIRRM_PAD[False]}x the tokens it reads in arrival order, "
+    f"{PAIRRM_PAD[True]}x with "
     "ranker_bucketing (prompts sorted by length; AlpacaEval's instructions and 5 real answers each, batches of 8: "
     "benchmarks/rerank.py); an answer is read up to 412 tokens + half of what its prompt leaves of 1,224; on CUDA "
     "PairRM runs in fp16 (llm-blender halves it as its config says fp16)",
-    "DPO batches padded to their longest sequence: 61% of the tokens are real in random batches of 4 pairs, "
-    "86% with train_sampling_strategy group_by_length (AlpacaEval answer lengths, benchmarks/dpo_padding.py); "
+    f"DPO batches padded to their longest sequence: {PAD_SHARE['random']:.0%} of the tokens are real in random "
+    f"batches of 4 pairs, {PAD_SHARE['group_by_length']:.0%} with train_sampling_strategy group_by_length "
+    "(AlpacaEval answer lengths, benchmarks/dpo_padding.py); "
     "no other loss of efficiency vs torchtune's packed, compiled figures is assumed",
     "load_in_4bit auto: bf16 LoRA when its estimated peak plus 10% fits the card, else QLoRA (a 7B bf16 base is "
     "14.5 GB); LoRA trains ~1.28x faster (torchtune: LoRA 3,083 vs QLoRA 2,413 tok/s on one RTX 4090)",

@@ -25,12 +25,17 @@ from nbutils.layout import ParamsView
 
 # Where a run lives is not what it is: a run folder moved or copied whole is still done.
 LOCATION = ("runs_dir", "run_name")
+# How many iterations the run has does not change one iteration's work (stages 01-03 only check that the
+# prompt pool holds them): a run extended to more iterations, or a copied iteration, keeps what is done.
+RUN_LENGTH = ("num_iterations",)
 
 
 def identity(values: dict) -> dict:
-    """The params that make a stage's work what it is (all but where the run lives and, unless
-    training is distributed, on how many devices: ``nbutils.parallel.placement_free``)."""
-    return {k: v for k, v in placement_free(values).items() if k not in LOCATION}
+    """The params that make a stage's work what it is (all but where the run lives, how many iterations
+    it has when the stage is one iteration's, and, unless training is distributed, on how many devices:
+    ``nbutils.parallel.placement_free``)."""
+    skip = LOCATION + (RUN_LENGTH if "iteration" in values else ())
+    return {k: v for k, v in placement_free(values).items() if k not in skip}
 
 
 def params_hash(values: dict) -> str:
@@ -85,9 +90,11 @@ class Stage(ParamsView):
         if m is None:
             return "not done yet"
         if m["params_hash"] != params_hash(self.params):
-            then, now = m.get("params", {}), identity(self.params)
+            # the recorded params, as this version counts them (a manifest of an older one may hash more)
+            then, now = identity(m.get("params", {})), identity(self.params)
             keys = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
-            return f"params changed ({', '.join(keys)})" if keys else "params changed"
+            if keys or not then:
+                return f"params changed ({', '.join(keys)})" if keys else "params changed"
         changed = lineage.changed(m["inputs"], lineage.inputs(self))
         if changed:
             return f"inputs changed ({', '.join(changed)})"
