@@ -1,6 +1,8 @@
 """Generation throughput, side by side in one process (benchmarks/abba.py): vLLM with a seed per
 request vs one seed per shard (``sampling_seeds``); vLLM vs transformers ``generate``; the stage
-over the raw engine.
+over the raw engine; and what a stage-01 child waits for on the CPU: a fresh process that starts a
+vLLM engine and samples, compiled with 0.3 of the RAM for its KV cache (the tiny preset before) vs
+``enforce_eager`` with 0.1 (the tiny preset now), which must draw the same tokens.
 
     .venv/bin/python benchmarks/generation.py [--prompts 64] [--max-new-tokens 96] [--repeats 5]
 
@@ -11,6 +13,10 @@ variant must draw the same answers every round (reproducible), and both the same
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,12 +40,37 @@ def tokens(samples) -> int:
     return sum(s.num_tokens for ss in samples for s in ss)
 
 
+ENGINES = {"compiled, 0.3 of RAM": {"enforce_eager": False, "gpu_memory_utilization": 0.3},
+           "eager, 0.1 of RAM": {"enforce_eager": True, "gpu_memory_utilization": 0.1}}
+
+
+def engine_child(name: str, prompts: int, max_new_tokens: int) -> None:
+    """In a fresh process: start an engine as stage 01's child does and sample one shard; print a hash of
+    the drawn tokens."""
+    quiet()
+    values, _ = P.resolve(["params/tiny.yaml"], {"max_new_tokens": max_new_tokens, "backend": "vllm", **ENGINES[name]})
+    model = base_model_path(values["base_model"])
+    prompts_ = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, prompts, values["num_iterations"])
+    engine = load_backend(model, values)
+    samples = engine.generate(chat_prompt_ids(engine.tokenizer, prompts_["prompt"]), [values["seed"]] * prompts)
+    print(json.dumps(hashlib.sha256(json.dumps([[s.text for s in ss] for ss in samples]).encode()).hexdigest()))
+
+
+def child(name: str, args) -> str:
+    out = subprocess.run([sys.executable, __file__, "--engine-child", name, "--prompts", str(args.prompts),
+                          "--max-new-tokens", str(args.max_new_tokens)], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--engine-child", choices=list(ENGINES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.engine_child:
+        return engine_child(args.engine_child, args.prompts, args.max_new_tokens)
     quiet()
     values, _ = P.resolve(["params/tiny.yaml"], {"prompts_per_iteration": args.prompts,
                                                  "max_new_tokens": args.max_new_tokens, "shard_size": args.prompts})
@@ -86,6 +117,11 @@ def main() -> None:
             return [list(r) for r in df["all_generated_responses"]]
         compare({"bare engine": lambda: texts(vllm.generate(ids, [seed] * len(ids))), "stage 01": staged},
                 repeats=args.repeats, agree=lambda a, b: a == b)
+
+    print("\n4. a stage-01 child on the CPU: start a process and an engine, sample the prompts once "
+          "(compiled at 0.3 of RAM vs enforce_eager at 0.1; the same tokens)")
+    compare({name: (lambda name=name: child(name, args)) for name in ENGINES}, repeats=args.repeats,
+            agree=lambda a, b: a == b)
 
 
 if __name__ == "__main__":

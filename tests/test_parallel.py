@@ -81,8 +81,13 @@ def test_on_the_cpu_each_worker_takes_its_share_of_the_cores(tmp_path):
     """Workers' threads on every core slow each other down many times over (each OpenMP pool waits
     for its slowest thread): on the CPU each worker is bound to cores of its own."""
     assert parallel.worker_envs(["0", "1"], "cuda") == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
-    cores, envs = os.sched_getaffinity(0), parallel.worker_envs(["0", "1"], "cpu")
-    got = run_workers(_cores, [(0,), (1,)], envs, [worker_log(tmp_path / "x", k) for k in (0, 1)])
+    share = os.sched_getaffinity(0)  # make test gives each of its processes a share of the cores: here, all of them
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+    try:
+        cores, envs = os.sched_getaffinity(0), parallel.worker_envs(["0", "1"], "cpu")
+        got = run_workers(_cores, [(0,), (1,)], envs, [worker_log(tmp_path / "x", k) for k in (0, 1)])
+    finally:
+        os.sched_setaffinity(0, share)
     for (affinity, threads), env in zip(got, envs):
         assert affinity == {int(c) for c in env[parallel.CPUS].split(",")} and threads == str(len(affinity))
     if len(cores) >= 2:

@@ -1,8 +1,12 @@
-"""The tiny policy: built deterministically, writes words, follows its chat template."""
+"""The tiny policy: built deterministically, writes words, follows its chat template; built once."""
+import multiprocessing
+import time
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from nbutils.tiny.cache import cached_build
 from nbutils.tiny.policy import TinyPolicySpec, tiny_policy_path, train_tiny_policy
 
 pytestmark = pytest.mark.slow
@@ -39,3 +43,22 @@ def test_tiny_policy_answers_in_words_and_stops():
     assert len(words) >= 50 and sum(w.isalpha() for w in words) / len(words) > 0.6
     assert "<unk>" not in " ".join(texts)
     assert sum("chess" in t for t in texts[:5]) >= 2, texts[:5]  # mostly on topic
+
+
+def _build_slowly(tmp):
+    tmp.mkdir()
+    time.sleep(1)
+    (tmp / "tiny_spec.json").write_text("{}")
+    with open(tmp.parent.parent / "builds.log", "a") as log:  # beside the target
+        log.write("built\n")
+
+
+def _need(target):
+    return sorted(p.name for p in cached_build(target, _build_slowly).iterdir())
+
+
+def test_two_processes_that_need_a_missing_model_build_it_once(tmp_path):
+    """The second waits for the first's build instead of building it again over the first's readers."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        seen = pool.map(_need, [tmp_path / "model"] * 2)
+    assert seen == [["tiny_spec.json"]] * 2 and (tmp_path / "builds.log").read_text() == "built\n"
