@@ -43,11 +43,11 @@ readme-figures: demo
 demo-lc: install
 	$(PY) -m nbutils run -f params/tiny.yaml -f params/tiny-lc.yaml
 
-# The tests in TEST_PROCESSES processes (pytest-xdist), each on its share of the cores; tests that
-# share an expensive fixture run in one process (tests/conftest.py). TEST_PROCESSES=0: in this one.
+# The tests in TEST_PROCESSES processes (pytest-xdist), each on its share of the cores
+# (tests/conftest.py); TEST_PROCESSES=0 runs them in pytest's own process.
 TEST_PROCESSES ?= 2
 test: install browser $(HUB_STAMP)
-	$(PY) -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_PROCESSES)
 
 # olah (a Hugging Face mirror server) in a venv of its own, for the tests that serve the hub twins.
 $(HUB_STAMP): requirements/hub-twins.txt

@@ -13,14 +13,10 @@ from nbutils.files import CACHE_DIR, REPO_ROOT
 
 PRESETS = sorted((REPO_ROOT / "params").glob("*.yaml"))
 
-# `make test` runs the tests in 2 processes (pytest-xdist, --dist loadgroup). The tests that share an
-# expensive session fixture run in one of them, so it is built once; a module with module-scoped
-# fixtures stays whole; every other test goes where there is room.
-SHARED = {"loop": "loop", "loop_lc": "loop", "hub_twins": "twins", "twin_snorkel": "twins"}
-
 
 def pytest_configure(config):
-    """In an xdist worker: its own share of the cores, as a stage's worker has (nbutils.parallel):
+    """`make test` runs the tests in 2 processes (pytest-xdist); each builds the session fixtures it
+    needs. In such a worker: its own share of the cores, as a stage's worker has (nbutils.parallel):
     two processes with threads on every core slow each other down many times over."""
     from nbutils import parallel
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
@@ -28,17 +24,6 @@ def pytest_configure(config):
         env = parallel.worker_envs([str(k) for k in range(int(count))], "cpu")[int(worker.removeprefix("gw"))]
         os.sched_setaffinity(0, [int(c) for c in env.pop(parallel.CPUS).split(",")])
         os.environ.update(env)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks
-def pytest_collection_modifyitems(config, items):
-    module_scoped = {item.module.__name__ for item in items
-                     if any(d.scope == "module" for f in item.fixturenames
-                            for d in item._fixtureinfo.name2fixturedefs.get(f, ()))}
-    for item in items:
-        groups = sorted({SHARED[f] for f in item.fixturenames if f in SHARED})
-        if groups or item.module.__name__ in module_scoped:
-            item.add_marker(pytest.mark.xdist_group("+".join(groups) or item.module.__name__))
 
 
 @pytest.fixture(scope="session")
