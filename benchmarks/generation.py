@@ -53,7 +53,7 @@ def engine_child(name: str, prompts: int, max_new_tokens: int) -> None:
     prompts_ = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, prompts, values["num_iterations"])
     engine = load_backend(model, values)
     samples = engine.generate(chat_prompt_ids(engine.tokenizer, prompts_["prompt"]), [values["seed"]] * prompts)
-    print(json.dumps(hashlib.sha256(json.dumps([[s.text for s in ss] for ss in samples]).encode()).hexdigest()))
+    print(hashlib.sha256(json.dumps(texts(samples)).encode()).hexdigest())
 
 
 def child(name: str, args) -> str:

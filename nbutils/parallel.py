@@ -80,3 +80,11 @@ def worker_envs(visible: list[str], device: str) -> list[dict]:
         mine = cores[start: start + share + (k < extra)] or [cores[k % len(cores)]]  # more workers than cores
         env.update({CPUS: ",".join(map(str, mine)), "OMP_NUM_THREADS": str(len(mine))})
     return envs
+
+
+def take_share(env: dict) -> None:
+    """In a worker process, before torch starts its threads: its environment (:func:`worker_envs`),
+    and on the CPU its cores."""
+    os.environ.update(env)
+    if CPUS in env and hasattr(os, "sched_setaffinity"):  # Linux
+        os.sched_setaffinity(0, [int(c) for c in env[CPUS].split(",")])

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nbutils.parallel import CPUS
+from nbutils.parallel import CPUS, take_share
 from nbutils.processes import refuse_if_running, start_child
 
 
@@ -45,9 +45,7 @@ def _worker_main(conn, parent: int, log: str, env: dict, fn, args) -> None:
     call, ``OMP_NUM_THREADS`` when torch starts its threads: both later, in ``fn``, which imports
     torch and the engines), bound to its cores if it has some; then ``fn(*args)``. The result, or
     the error with its traceback, goes back through ``conn``."""
-    os.environ.update(env)
-    if CPUS in env and hasattr(os, "sched_setaffinity"):  # Linux
-        os.sched_setaffinity(0, [int(c) for c in env[CPUS].split(",")])
+    take_share(env)
     start_child(parent, log)
     try:
         result = fn(*args)

@@ -20,10 +20,8 @@ def pytest_configure(config):
     two processes with threads on every core slow each other down many times over."""
     from nbutils import parallel
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if worker and count and hasattr(os, "sched_setaffinity"):
-        env = parallel.worker_envs([str(k) for k in range(int(count))], "cpu")[int(worker.removeprefix("gw"))]
-        os.sched_setaffinity(0, [int(c) for c in env.pop(parallel.CPUS).split(",")])
-        os.environ.update(env)
+    if worker and count:
+        parallel.take_share(parallel.worker_envs([str(k) for k in range(int(count))], "cpu")[int(worker.removeprefix("gw"))])
 
 
 @pytest.fixture(scope="session")
