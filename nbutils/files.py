@@ -1,6 +1,7 @@
 """Where things live and how they are written: repo-relative paths, atomic writes."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -80,3 +81,17 @@ def size_text(n_bytes: float) -> str:
         if n_bytes >= scale:
             return f"{n_bytes / scale:.1f} {unit}"
     return f"{n_bytes / 2**10:.0f} KiB"
+
+
+def cached_build(target: Path, build, marker: str) -> Path:
+    """``target``, built by ``build(tmp_dir)`` into a temporary folder first if ``target/marker`` is
+    missing. One process builds it; another that needs it meanwhile (two runs, or two test processes)
+    waits for it instead of building it again and replacing it under the first one's readers."""
+    if not (target / marker).exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+            if not (target / marker).exists():
+                with atomic_path(target) as tmp:
+                    build(tmp)
+    return target

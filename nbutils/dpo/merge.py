@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nbutils.chat import prompt_ids
 from nbutils.files import atomic_path
 
 
@@ -66,9 +67,8 @@ def next_token_logprobs(model, tokenizer, prompts: list[str]):
     import torch
     rows = []
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
+        ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=model.device)
         with torch.no_grad():
-            logits = model(**ids.to(model.device)).logits[0, -1].float()
+            logits = model(input_ids=ids).logits[0, -1].float()
         rows.append(torch.log_softmax(logits, -1).cpu())
     return torch.stack(rows)

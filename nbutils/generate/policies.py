@@ -7,10 +7,13 @@ from nbutils.sources import kind
 
 def base_model_path(name: str) -> str:
     """A local dir as an absolute path, a hub id as its local snapshot (downloaded once),
-    a tiny name built on demand."""
+    a tiny name built on demand, a packaged model converted from its wheel on demand."""
     if kind(name) == "tiny":
         from nbutils.tiny.policy import tiny_policy_path
         return str(tiny_policy_path())
+    if kind(name) == "packaged":
+        from nbutils.packaged.smollm2 import smollm2_path
+        return str(smollm2_path())
     if kind(name) == "local":
         return str(repo_path(name))
     from nbutils.hub import model_snapshot

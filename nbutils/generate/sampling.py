@@ -5,6 +5,7 @@ import time
 
 import pandas as pd
 
+from nbutils.chat import prompt_ids
 from nbutils.generate.backends import load_backend, pick_backend, sampling_seeds, timed_generate
 from nbutils.parallel import placement_free
 from nbutils.shards import run_sharded, write_parquet, write_shards
@@ -16,9 +17,7 @@ SCHEMA = ["prompt_id", "prompt", "all_generated_responses", "finish_reasons",
 
 def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     """Token ids of each prompt as one user turn in the model's chat template."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=True,
-                                          add_generation_prompt=True, return_dict=False)
-            for p in prompts]
+    return [prompt_ids(tokenizer, p) for p in prompts]
 
 
 def kept_prompts(p: dict, tokenizer, rows: list[dict]) -> tuple[list[list[int]], list[int]]:

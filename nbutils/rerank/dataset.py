@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nbutils.chat import conversation
 from nbutils.files import atomic_path
 
 COLUMNS = ["prompt_id", "prompt", "chosen", "rejected", "messages", "score_chosen", "score_rejected",
@@ -25,10 +26,6 @@ def card(split_names: list[str], note: str) -> str:
 def split_names(paths: list[str]) -> list[str]:
     """Split names of ``data/<split>-00000-of-00001.parquet`` files, sorted."""
     return sorted({Path(p).name.rsplit("-", 3)[0] for p in paths if p.endswith(".parquet")})
-
-
-def conversation(prompt: str, response: str) -> list[dict]:
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
 def snorkel_rows(selected: list[dict]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nbutils.chat import conversation
 from nbutils.files import repo_path
 from nbutils.sources import TINY_RANKERS, is_function_spec, looks_local
 
@@ -148,9 +149,7 @@ class RewardModelRanker(PointwiseRanker):
     def score_pairs(self, pairs, start):
         import torch
         if self.tokenizer.chat_template:
-            texts = [self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False)
-                for p, r in pairs]
+            texts = [self.tokenizer.apply_chat_template(conversation(p, r), tokenize=False) for p, r in pairs]
             enc = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         else:
             enc = self.tokenizer([p for p, _ in pairs], [r for _, r in pairs], padding=True,

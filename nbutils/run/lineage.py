@@ -41,6 +41,9 @@ def source(name: str, repo_type: str) -> str:
                        for f in manifests.files_of(path)]
             return f"folder:{hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]}"
         return "missing"
+    if k == "packaged":
+        from nbutils.packaged.smollm2 import gguf_file
+        return f"packaged:{gguf_file()[1][:16]}"
     if k == "hub" and HUB_ID.match(name):
         from nbutils.hub import cached_revision
         return f"hub:{cached_revision(name, repo_type) or 'not fetched'}"

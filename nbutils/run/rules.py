@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 
 from nbutils.files import repo_path
-from nbutils.sources import HUB_ID, LOCAL_SUFFIXES, TINY_MODELS, TINY_RANKERS, is_function_spec, looks_local
+from nbutils.sources import (HUB_ID, LOCAL_SUFFIXES, PACKAGED_MODELS, SELF, TINY_MODELS, TINY_RANKERS, is_function_spec,
+                             looks_local)
 
 
 def at_least(low):
@@ -55,6 +56,12 @@ def model_dir_source(what: str, builtins: tuple, functions: bool = False):
     def rule(v):
         if functions and is_function_spec(v):
             return function_problem(v)
+        if v in PACKAGED_MODELS:
+            from nbutils.packaged.smollm2 import PackagedModelError, gguf_file
+            try:
+                gguf_file()
+            except PackagedModelError as e:
+                return str(e)
         if v in builtins:
             return None
         if looks_local(v):
@@ -63,12 +70,12 @@ def model_dir_source(what: str, builtins: tuple, functions: bool = False):
         extra = ", module:function" if functions else ""
         return None if HUB_ID.match(v) else (
             f"neither {', '.join(builtins)}{extra}, a {what} directory, nor a hub id like org/name")
-    rule.__doc__ = f"A tiny {what}, a local {what} directory, or a hub id."
+    rule.__doc__ = f"A built-in {what} ({', '.join(builtins)}), a local {what} directory, or a hub id."
     return rule
 
 
-model_source = model_dir_source("model", TINY_MODELS)
-ranker_source = model_dir_source("ranker", TINY_RANKERS, functions=True)
+model_source = model_dir_source("model", TINY_MODELS + PACKAGED_MODELS)
+ranker_source = model_dir_source("ranker", TINY_RANKERS + (SELF,), functions=True)
 
 
 def pair_selection(v):

@@ -49,6 +49,7 @@ def _pair_rows(prompts: list[dict], seed: int, snorkel: bool) -> list[dict]:
     """Rows in UltraFeedback's (or, ``snorkel``, Snorkel's) pair schema from tiny prompts."""
     import random
 
+    from nbutils.chat import conversation
     from nbutils.tiny.corpus import answer
     from nbutils.tiny.ranker import tiny_preference
     rng, rows = random.Random(seed), []
@@ -56,7 +57,7 @@ def _pair_rows(prompts: list[dict], seed: int, snorkel: bool) -> list[dict]:
         answers = [answer(rng, p["topic"]) for _ in range(5 if snorkel else 2)]
         scores = [tiny_preference(p["prompt"], a) for a in answers]
         best, worst = max(range(len(answers)), key=scores.__getitem__), min(range(len(answers)), key=scores.__getitem__)
-        turn = [{"role": "user", "content": p["prompt"]}]
+        turn = conversation(p["prompt"])
         row = {"prompt": p["prompt"], "prompt_id": p["prompt_id"],
                "chosen": turn + [{"role": "assistant", "content": answers[best]}],
                "rejected": turn + [{"role": "assistant", "content": answers[worst]}]}
