@@ -19,6 +19,7 @@ from nbutils.generate.prompts import PromptError, load_prompt_source
 from nbutils.files import write_json
 from nbutils.run.stage import stage_for
 from nbutils.files import REPO_ROOT
+from nbutils.twins.build import ALPACA_DATA
 from tests.conftest import TWIN_SIZES, cli, params_args
 
 ANCHORS = {"Mistral-7B-Instruct-v0.2": 14.72, "Snorkel-Mistral-PairRM-DPO": 30.22,
@@ -204,7 +205,7 @@ def test_calibrate_judge_against_gpt4_turbo_on_the_twins(twin_snorkel, hub_twins
     assert table["agreement"].between(0, 100).all()
     assert table["leaderboard_win_rate"].round(2).loc["claude-2"] == 17.19  # whole-set number, for reference
     corr = pd.read_csv(out / "correlations.csv")
-    assert set(corr["measure"]) == {"win_rate", "lc_v1", "lc_minimal", "agreement (%)"}
+    assert set(corr["measure"]) == {"win_rate", "lc_v1", "lc_minimal", "agreement (%)", "agreement, longer wins (%)"}
     assert corr.query("measure == 'win_rate' or measure == 'agreement (%)'")["value"].notna().all()
     defined = corr.dropna(subset=["value"])
     assert (defined["ci_low"] <= defined["ci_high"]).all() and set(corr["resamples"]) == {10}
@@ -212,6 +213,17 @@ def test_calibrate_judge_against_gpt4_turbo_on_the_twins(twin_snorkel, hub_twins
     for measure in set(corr.loc[corr["value"].isna(), "measure"]):
         assert table[f"{measure}_offline"].nunique() == 1 or table[f"{measure}_gpt4"].nunique() == 1
     assert "llm-blender/PairRM vs weighted_alpaca_eval_gpt4_turbo" in proc.stdout
+    # the length baseline, recomputed from the annotation files in shared/ on the same 8 instructions
+    longer = {}
+    for m in table.index:
+        ann = pd.read_json(ALPACA_DATA / "annotations" / f"{m}.json").head(8)
+        by_length = np.sign(ann["output_2"].str.len() - ann["output_1"].str.len())
+        by_gpt4 = np.sign(ann["preference"].astype(float) - 1.5)
+        longer[m] = 100 * np.where((by_length == 0) | (by_gpt4 == 0), 0.5, by_length == by_gpt4).mean()
+    assert np.allclose(table["agreement_longer_wins"], pd.Series(longer)[table.index], rtol=0, atol=1e-9)
+    row = corr.set_index("measure").loc["agreement, longer wins (%)"]
+    assert np.isclose(row["value"], np.mean(list(longer.values()))) and row["ci_low"] <= row["ci_high"]
     cli("report", "-f", "params/snorkel.yaml", "-f", TWIN_SIZES, *params_args(runs_dir=runs_dir), env=hub_twins.env)
     report = (twin_snorkel / "report.html").read_text()
     assert "Judge calibration" in report and "judge_calibration/judge_calibration.png" in report
+    assert "Length baseline: over the models, llm-blender/PairRM agrees with GPT-4-turbo on" in report

@@ -5,6 +5,9 @@ judges the same outputs against the same reference; then
 * per instruction, agreement: both judges prefer the same side (1), opposite sides (0), or either
   calls it a tie (0.5); the offline judge compares both orders, GPT-4-turbo's weighted preference
   is in [1, 2];
+* beside it, the same agreement for "the longer answer wins" (more characters; equal length a
+  tie) on the same outputs: GPT-4-turbo prefers longer answers, so a judge that only matched it
+  as often as length does has shown nothing beyond length;
 * across models, rank correlation (Spearman, Kendall) of the two judges' win rates, and of their LC
   win rates under the same GLM;
 * 95% bootstrap intervals over instructions (the same resample for every model); for LC each
@@ -23,6 +26,7 @@ from nbutils.compat.alpaca_eval import ANNOTATOR
 from nbutils.evaluate.judging import LC_COLUMN, annotate
 
 LC_REFITS = 100
+LONGER = "agreement, longer wins (%)"  # the length baseline's row in the correlations table
 
 
 def judged(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
@@ -48,18 +52,26 @@ def agreement(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     return np.where((a == 0) | (b == 0), 0.5, (a == b).astype(float))
 
 
+def longer_wins(annotations: pd.DataFrame) -> np.ndarray:
+    """Preferences of "the longer answer wins": 2 when ``output_2`` has more characters, 1 fewer, 1.5 equal."""
+    diff = annotations["output_2"].fillna("").str.len().to_numpy() - annotations["output_1"].fillna("").str.len().to_numpy()
+    return 1.5 + 0.5 * np.sign(diff)
+
+
 def per_model(pairs: dict, glm_names: list[str]) -> tuple[pd.DataFrame, dict]:
     """A row per model (agreement, both judges' win rate and LC per GLM) and the per-instruction
     values the win-rate bootstrap resamples: ``{measure: {judge: array models x instructions}}``."""
     from nbutils.compat.alpaca_eval import leaderboard_rows, win_rates
     board = leaderboard_rows(list(pairs)).set_index("model")
-    rows, draws = [], {"agreement": {"both": []}, "win_rate": {"offline": [], "gpt4": []}}
+    rows, draws = [], {"agreement": {"both": [], "longer": []}, "win_rate": {"offline": [], "gpt4": []}}
     for m, (ours, theirs) in pairs.items():
         agree = agreement(ours["preference"], theirs["preference"])
-        r = {"model": m, "n": len(ours), "agreement": 100 * agree.mean(),
+        longer = agreement(longer_wins(ours), theirs["preference"])
+        r = {"model": m, "n": len(ours), "agreement": 100 * agree.mean(), "agreement_longer_wins": 100 * longer.mean(),
              "win_rate_gpt4": 100 * (theirs["preference"] - 1).mean(), "win_rate_offline": 100 * (ours["preference"] - 1).mean(),
              "leaderboard_win_rate": board.loc[m, "win_rate"], "leaderboard_lc_v1": board.loc[m, "lc_v1"]}
         draws["agreement"]["both"].append(agree)
+        draws["agreement"]["longer"].append(longer)
         draws["win_rate"]["offline"].append(ours["preference"].to_numpy() - 1)
         draws["win_rate"]["gpt4"].append(theirs["preference"].to_numpy() - 1)
         for glm in glm_names:
@@ -79,7 +91,8 @@ def _lc_means(pairs: dict, glm: str, rows) -> tuple[np.ndarray, np.ndarray]:
 
 def correlations(pairs: dict, draws: dict, glm_names: list[str], n_boot: int, seed: int) -> pd.DataFrame:
     """Spearman and Kendall of the offline judge's per-model values with GPT-4-turbo's, per measure,
-    and the mean agreement, each with a 95% bootstrap interval over instructions."""
+    the mean agreement and that of "the longer answer wins", each with a 95% bootstrap interval over
+    instructions (the same resamples)."""
     from scipy.stats import kendalltau, spearmanr
     from tqdm.auto import tqdm
     rng = np.random.default_rng(seed)
@@ -103,11 +116,12 @@ def correlations(pairs: dict, draws: dict, glm_names: list[str], n_boot: int, se
                 lo, hi = np.nanpercentile(boot, [2.5, 97.5]) if np.isfinite(boot).any() else (np.nan, np.nan)
                 rows.append({"measure": measure, "statistic": name, "value": f(off, gpt), "ci_low": lo, "ci_high": hi,
                              "resamples": len(boots)})
-    agree = draws["agreement"]["both"]
-    boot = np.array([agree[:, s].mean() for s in samples])
-    rows.append({"measure": "agreement (%)", "statistic": "mean over models", "value": 100 * agree.mean(),
-                 "ci_low": 100 * np.percentile(boot, 2.5), "ci_high": 100 * np.percentile(boot, 97.5),
-                 "resamples": n_boot})
+    for measure, agree in (("agreement (%)", draws["agreement"]["both"]),
+                           (LONGER, draws["agreement"]["longer"])):
+        boot = np.array([agree[:, s].mean() for s in samples])
+        rows.append({"measure": measure, "statistic": "mean over models", "value": 100 * agree.mean(),
+                     "ci_low": 100 * np.percentile(boot, 2.5), "ci_high": 100 * np.percentile(boot, 97.5),
+                     "resamples": n_boot})
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,8 @@ The ``ranker`` param picks one:
   llm-blender's ``rank(return_scores=True)``, K(K-1) comparisons per prompt;
 * any transformers sequence-classification reward model (hub id or dir): one
   score per (prompt, response), through its chat template when it has one;
-* ``module:function``: a Python function ``f(prompt, response) -> float``.
+* ``module:function``: a Python function ``f(prompt, response) -> float``;
+* ``self``: the policy rates its own answers (:mod:`nbutils.rerank.self_judge`).
 """
 from __future__ import annotations
 
@@ -18,11 +19,8 @@ import numpy as np
 
 from nbutils.chat import conversation
 from nbutils.files import repo_path
-from nbutils.sources import TINY_RANKERS, is_function_spec, looks_local
-
-
-class RankerError(RuntimeError):
-    """A ranker that cannot load or cannot score."""
+from nbutils.rerank.pointwise import PointwiseRanker, RankerError
+from nbutils.sources import SELF, TINY_RANKERS, is_function_spec, looks_local
 
 
 def local_dir(name: str) -> Path:
@@ -113,27 +111,6 @@ class PairRMRanker:
                 "ranker_candidate_maxlength": cfg.candidate_maxlength}
 
 
-class PointwiseRanker:
-    """Scores each (prompt, response) on its own; subclasses define ``score_pairs``."""
-
-    def score(self, prompts, candidates, batch_size, desc: str | None = None,
-              bucketing: bool = True) -> list[np.ndarray]:
-        """Each prompt's candidates' scores; ``bucketing`` is PairRM's (taken, not used here)."""
-        from tqdm.auto import tqdm
-        flat = [(p, c) for p, cs in zip(prompts, candidates) for c in cs]
-        values = []
-        for start in tqdm(range(0, len(flat), batch_size), desc=desc, unit="batch", disable=desc is None):
-            values.extend(self.score_pairs(flat[start: start + batch_size], start))
-        out, pos = [], 0
-        for cs in candidates:
-            out.append(np.asarray(values[pos: pos + len(cs)], dtype=np.float32))
-            pos += len(cs)
-        return out
-
-    def truncation(self, prompts, candidates) -> dict:
-        return {}
-
-
 class RewardModelRanker(PointwiseRanker):
     """A transformers ``AutoModelForSequenceClassification`` with one output."""
 
@@ -186,13 +163,25 @@ class FunctionRanker(PointwiseRanker):
 _LOADED: dict = {}  # one slot: rerunning a notebook cell reuses the loaded ranker
 
 
-def load_ranker(name: str, device: str | None = None):
-    """The ranker named by the ``ranker`` param (reused if it is the one loaded last)."""
+def load_ranker(name: str, device: str | None = None, policy: str | None = None, label: str = SELF):
+    """The ranker named by the ``ranker`` param (reused if it is the one loaded last). ``self`` needs
+    ``policy``, the folder of the model that judges (``judges.stage_ranker`` picks it for a stage),
+    and is named ``label``."""
     if is_function_spec(name):
         return FunctionRanker(name)
+    if name == SELF and not policy:
+        raise RankerError("ranker/judge self: no model to judge with; pass policy=<model folder> to load_ranker "
+                          "(or load it with nbutils.rerank.judges.stage_ranker(stage), which picks the model)")
     if device is None:
         from nbutils.devices import resolve_device
         device = resolve_device("auto")
+    if name == SELF:
+        if (name, device, policy) not in _LOADED:
+            from nbutils.rerank.self_judge import SelfJudge
+            _LOADED.clear()
+            _LOADED[name, device, policy] = SelfJudge(policy, device)
+        _LOADED[name, device, policy].name = label
+        return _LOADED[name, device, policy]
     if (name, device) not in _LOADED:
         _LOADED.clear()
         path = local_dir(name)

@@ -16,7 +16,9 @@ import pandas as pd
 from nbutils.rerank import dataset
 from nbutils.rerank.pairs import select_pairs
 from nbutils.rerank.rankers import load_ranker
+from nbutils.rerank.judges import judge_model, label, stage_ranker
 from nbutils.shards import run_sharded, write_shards
+from nbutils.sources import SELF
 
 REQUIRED = ["prompt_id", "prompt", "all_generated_responses"]
 
@@ -84,10 +86,12 @@ def scores_of(df: pd.DataFrame) -> list:
     return [[None if v is None or np.isnan(v) else float(v) for v in s] for s in df["all_rm_scores"]]
 
 
-def _score_in_worker(params: dict, device: str, chunks: dict[int, list[dict]], shard_dir: str, stamp: dict) -> float:
+def _score_in_worker(params: dict, device: str, chunks: dict[int, list[dict]], shard_dir: str, stamp: dict,
+                     policy: str | None = None, judge_label: str = SELF) -> float:
+    """One worker's shards; ``policy``, ``judge_label``: the judging model of ``ranker: self`` (the parent resolved it)."""
     from nbutils.logs import quiet
     quiet()
-    ranker, elapsed = load_ranker(params["ranker"], device), 0.0
+    ranker, elapsed = load_ranker(params["ranker"], device, policy, judge_label), 0.0
 
     def work(rows, shard):
         nonlocal elapsed
@@ -106,12 +110,12 @@ def score_over_workers(stage, rows: list[dict], shard_dir: Path, stamp: dict) ->
     from nbutils.parallel import deal, worker_devices, worker_envs
     from nbutils.shards import done_shards, pending_shards, read_shards
     from nbutils.workers import work_over
-
     size, envs = stage["shard_size"], worker_envs(worker_devices(stage["devices"]), stage.device)
+    path, model = judge_model(stage) if stage["ranker"] == SELF else (None, None)
     pending = pending_shards(len(rows), size, shard_dir, stamp)
     chunks = [{i: rows[i * size: (i + 1) * size] for i in part} for part in deal(pending, len(envs))]
-    seconds = work_over(_score_in_worker, [(stage.params, stage.device, c, str(shard_dir), stamp) if c else None
-                                           for c in chunks], envs, shard_dir,
+    seconds = work_over(_score_in_worker, [(stage.params, stage.device, c, str(shard_dir), stamp, path,
+                                            f"{SELF} ({model})") if c else None for c in chunks], envs, shard_dir,
                         done=lambda: size * done_shards(shard_dir), total=len(rows), desc="scoring responses")
     df = read_shards(len(rows), size, shard_dir)
     return scores_of(df), {"ranker_seconds": round(max(seconds.values(), default=0.0), 2),
@@ -123,14 +127,15 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
     ``ranker``: an already loaded one to reuse (cell reruns, benchmarks)."""
     t0, n = time.perf_counter(), stage["iteration"]
     generations = load_generations(generations_path, n)
-    ranker = ranker or load_ranker(stage["ranker"])
+    ranker = ranker or stage_ranker(stage)
     scores, stats = score_responses(stage, generations, ranker, out_dir.parent / f"{out_dir.name}.scores")
     rows = [{**r, "all_generated_responses": list(r["all_generated_responses"]), "all_rm_scores": s}
             for r, s in zip(generations[REQUIRED].to_dict("records"), scores)]
     selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"], stage.params)
     train, test = dataset.split(dataset.snorkel_rows(selected), stage["test_fraction"], stage["seed"])
     splits = {f"train_iteration_{n}": train, f"test_iteration_{n}": test}
-    note = f"Iteration {n}: responses scored by `{stage['ranker']}`, pairs by `{stage['pair_selection']}`."
+    judge = label(stage, stage["ranker"])  # every score names its judge: self names the model that judged
+    note = f"Iteration {n}: responses scored by `{judge}`, pairs by `{stage['pair_selection']}`."
     dataset.write_dataset(splits, out_dir, note)
     counts = [len(r) for r in generations["all_generated_responses"]]
     texts = [t for r in rows for t in r["all_generated_responses"]]
@@ -140,7 +145,7 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
              **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
              **dataset.length_stats(pd.concat([train, test])),
              **ranker.truncation([r["prompt"] for r in rows], [r["all_generated_responses"] for r in rows]),
-             **stats, "ranker": stage["ranker"], "pair_selection": stage["pair_selection"],
+             **stats, "ranker": judge, "pair_selection": stage["pair_selection"],
              "length_penalty": stage["length_penalty"]}
     if stage["push_to_hub"]:
         stats["pushed_to"] = dataset.push(out_dir, stage["push_to_hub"], note)

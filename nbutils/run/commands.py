@@ -50,7 +50,7 @@ def evaluate_files(values: dict, paths: list[str]) -> pd.DataFrame:
     """Judge each ``model_outputs.json`` against the preset's reference with the preset's judge;
     print the rows and save them to ``runs/<run>/evaluated/leaderboard.csv`` (same model: replaced)."""
     from nbutils.run.stage import stage_for
-    from nbutils.rerank.rankers import load_ranker
+    from nbutils.rerank.judges import label as judge_label, stage_ranker
     stage = stage_for("04_evaluate", values)
     reference = answers.reference_outputs(stage, {} if answers.on_alpaca_eval(stage) else {"base": _run_base(stage)})
     files = []
@@ -65,8 +65,8 @@ def evaluate_files(values: dict, paths: list[str]) -> pd.DataFrame:
         if empty:
             print(f"note: {path}: {empty} of {len(df)} outputs are empty (counted: an empty answer loses)")
         files.append((path, name, df))
-    judge_name = values["judge"] or values["ranker"]
-    judge = load_ranker(judge_name, stage.device)
+    judge = stage_ranker(stage, values["judge"] or values["ranker"])
+    judge_name = judge_label(stage, values["judge"] or values["ranker"])
     rows = [judging.judge_row(judge, judge_name, df, reference, name, values["ranker_batch_size"],
                               judging.glms(answers.on_alpaca_eval(stage)), kind="file",
                               bucketing=values["ranker_bucketing"]) | {"file": str(path)}
@@ -89,13 +89,13 @@ def calibrate_judge(values: dict) -> pd.DataFrame:
     from nbutils.evaluate import calibration
     from nbutils.figures import calibration_scatter
     from nbutils.hub import alpaca_eval
-    from nbutils.rerank.rankers import load_ranker
+    from nbutils.rerank.judges import label as judge_label, stage_ranker
     from nbutils.run.stage import stage_for
     stage = stage_for("04_evaluate", values)
     reference = alpaca_eval("reference")
     reference = reference.head(values["eval_instructions"] or len(reference)).reset_index(drop=True)
-    judge_name = values["judge"] or values["ranker"]
-    judge = load_ranker(judge_name, stage.device)
+    judge = stage_ranker(stage, values["judge"] or values["ranker"])  # self: the base model judges
+    judge_name = judge_label(stage, values["judge"] or values["ranker"])
     models = values["calibration_models"]
     pairs = calibration.judged(judge, judge_name, reference, models, values["ranker_batch_size"],
                                values["ranker_bucketing"])

@@ -103,7 +103,21 @@ def notes(folder: Path) -> list[str]:
         out.append(f"Judge {about['judge']} vs {about['against']}: the same published outputs of {len(about['models'])} "
                    f"models against the reference {about['reference']}, on {about['instructions']} instructions; "
                    f"95% intervals from {about['bootstrap']} bootstrap resamples of the instructions.")
+        out += length_baseline(about)
     return out
+
+
+def length_baseline(about: dict) -> list[str]:
+    """The judge's agreement with GPT-4-turbo beside that of "the longer answer wins" on the same
+    instructions (calibration.json from before the baseline existed: nothing)."""
+    from nbutils.evaluate.calibration import LONGER
+    rows = {r["measure"]: r for r in about.get("correlations", [])}
+    if LONGER not in rows:
+        return []
+    judge, longer = (f"{r['value']:.1f}% [{r['ci_low']:.1f}, {r['ci_high']:.1f}]" for r in (rows["agreement (%)"], rows[LONGER]))
+    return [f"Length baseline: over the models, {about['judge']} agrees with GPT-4-turbo on {judge} of the instructions, "
+            f"\"the longer answer wins\" on {longer} of the same ones (per model: agreement_longer_wins). "
+            "A judge that agrees no more often than length has shown nothing beyond length."]
 
 
 def run_config(run: RunFolder) -> dict:
