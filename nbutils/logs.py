@@ -57,6 +57,20 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=DeprecationWarning)
     # tqdm's notebook bars need ipywidgets, which the environment installs; older kernels may lack it
     warnings.filterwarnings("ignore", message="IProgress not found")
+    # transformers 5 draws a bar for each model it loads, saves or dequantizes (a second each on a small
+    # model, five in a stage-03 cell); its hub downloads keep theirs
+    import importlib.util
+    if importlib.util.find_spec("transformers"):
+        from transformers.utils import logging as transformers_logging
+        transformers_logging.set_tqdm_hook(_without_short_bars)
+
+
+SHORT_BARS = ("Loading weights", "Writing model shards", "Converting and de-quantizing GGUF tensors")
+
+
+def _without_short_bars(factory, args, kwargs):
+    """transformers' tqdm hook: the bars of :data:`SHORT_BARS` disabled, every other bar as it was."""
+    return factory(*args, **{**kwargs, "disable": True} if kwargs.get("desc") in SHORT_BARS else kwargs)
 
 
 @contextmanager

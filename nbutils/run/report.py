@@ -18,7 +18,8 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 TEMPLATE = TEMPLATES / "report.html.j2"
 # Headline metrics per iteration stage, in the report's per-iteration tables.
 STAGE_METRICS = {
-    "01_generate": ["prompts", "responses", "mean_response_chars", "empty_responses", "truncated_responses",
+    "01_generate": ["prompts", "responses", "mean_response_tokens", "mean_response_chars", "empty_responses",
+                    "truncated_responses", "truncated_fraction",
                     "new_tokens_per_second", "stage_seconds"],
     "02_rerank": ["ranker", "pair_selection", "length_penalty", "pairs", "mean_chosen_chars",
                   "mean_rejected_chars", "chosen_longer_fraction", "responses_truncated_by_ranker",
@@ -169,16 +170,18 @@ def write_report(run_dir: Path) -> Path:
     return target
 
 
-HEADLINES = ["prompts", "mean_response_chars", "empty_responses", "truncated_responses", "pairs",
-             "mean_chosen_chars", "mean_rejected_chars", "chosen_longer_fraction", "train_loss",
-             "eval_rewards/margins", "eval_rewards/accuracies"]
+HEADLINES = ["prompts", "mean_response_tokens", "mean_response_chars", "empty_responses", "truncated_fraction",
+             "pairs", "mean_chosen_chars", "mean_rejected_chars", "chosen_longer_fraction", "train_loss",
+             "eval_rewards/margins", "eval_rewards/accuracies", "model_n_win_rate", "model_n_se"]
 
 
 def summary(run_dir: Path, iterations: list[int]):
     """The headline numbers of each iteration, a row each (all of them: ``iter_<n>/metrics.json``),
-    and the minutes its executed notebooks ran."""
+    the win rate ± standard error of the model it trained (stage 04's leaderboard, whose judge the
+    leaderboard names) and the minutes its executed notebooks ran."""
     import pandas as pd
 
+    board = pd.read_csv(RunFolder(run_dir).leaderboard) if RunFolder(run_dir).leaderboard.exists() else None
     rows = []
     for n in iterations:
         folder = RunFolder(run_dir).iteration(n)
@@ -186,6 +189,9 @@ def summary(run_dir: Path, iterations: list[int]):
         if merged:
             seconds = sum((read_json(nb, {}).get("metadata", {}).get("papermill", {}).get("duration") or 0)
                           for nb in folder.glob("*.ipynb"))
+            judged = {} if board is None else board[board["model"] == f"iteration {n}"]
+            if len(judged):
+                merged |= {"model_n_win_rate": judged["win_rate"].iloc[0], "model_n_se": judged["standard_error"].iloc[0]}
             rows.append({"iteration": n, **{k: merged[k] for k in HEADLINES if k in merged},
                          "minutes": round(seconds / 60, 1)})
     return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame()
