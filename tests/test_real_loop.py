@@ -32,7 +32,7 @@ def test_the_real_model_goes_through_every_stage(smol):
         gen = m["01_generate"]
         assert gen["prompts"] == 4 and gen["responses"] == 8
         assert 0 < gen["mean_response_tokens"] <= 48 and 0 <= gen["truncated_fraction"] <= 1
-        assert m["02_rerank"]["ranker"] == "self" and m["02_rerank"]["pairs"] >= 1
+        assert m["02_rerank"]["ranker"] == "self (smollm2-135m-instruct)" and m["02_rerank"]["pairs"] >= 1
         policy = json.loads((run_dir / f"iter_{n}" / "policy" / "config.json").read_text())
         assert policy["tie_word_embeddings"] and policy["model_type"] == "llama" and policy["vocab_size"] == 49152
     for stage in ("evaluation/04_evaluate", "length_analysis/05_length_analysis"):

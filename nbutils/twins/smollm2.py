@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from nbutils.packaged.smollm2 import HUB_ID as SMOLLM2  # the upstream repo the converted model came from
 WEIGHTS = "model.safetensors"
 LFS_ATTRIBUTES = "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
