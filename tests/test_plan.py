@@ -4,6 +4,7 @@ import yaml
 
 from nbutils.run import plan as PL
 from nbutils.files import REPO_ROOT
+from tests.conftest import cli
 
 DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}
 
@@ -144,3 +145,11 @@ def test_snorkel_full_needs_zero3_to_fit_eight_h100s():
     unsharded = PL.plan({**full, "distributed": "ddp"}, "h100").query("stage == '03_dpo_qlora'")
     assert unsharded["peak_gpu_gib"].min() > 80 > dpo["peak_gpu_gib"].max()
     assert "DPO full fine-tuning" in PL.format_plan(table, "h100")
+
+
+def test_a_card_is_named_in_any_case_and_an_unknown_one_gets_the_list():
+    upper = cli("preflight", "-f", "params/snorkel.yaml", "--dry-run", "--gpu", "H100")
+    assert "Plan on one H100 80GB" in upper.stdout
+    bad = cli("preflight", "-f", "params/snorkel.yaml", "--dry-run", "--gpu", "B200", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "unknown card 'B200'; known: h100, a100, l40s, rtx4090" in bad.stderr

@@ -19,6 +19,14 @@ def _overrides(pairs: list[list[str]] | None) -> dict:
     return {k: P.parse_yaml(v) for k, v in (pairs or [])}
 
 
+def gpu_name(value: str) -> str:
+    """``--gpu``: a card the plan knows, in any case (``H100`` as people write it)."""
+    from nbutils.run.throughput import GPUS
+    if value.lower() not in GPUS:
+        raise argparse.ArgumentTypeError(f"unknown card {value!r}; known: {', '.join(GPUS)}")
+    return value.lower()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -50,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("run", "preflight"):
             sp.add_argument("--dry-run", action="store_true", help="print the plan (work, memory, hours, disk) only")
         if name == "preflight":
-            sp.add_argument("--gpu", help="plan for this card (h100, a100, l40s, rtx4090) instead of the one found")
+            sp.add_argument("--gpu", type=gpu_name, help="plan for this card (h100, a100, l40s, rtx4090; any case) "
+                                                          "instead of the one found")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     args = ap.parse_args(argv)
