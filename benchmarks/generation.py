@@ -25,8 +25,9 @@ from abba import compare
 from nbutils.generate.backends import load_backend
 from nbutils.generate.policies import base_model_path
 from nbutils.generate.prompts import iteration_prompts
-from nbutils.generate.sampling import chat_prompt_ids, generate_responses
-from nbutils.ids import derive_seed
+from nbutils.generate.sampling import chat_prompt_ids, kept_prompts, sample_shards, shard_fingerprint
+from nbutils.store.shards import pending_shards, read_shards
+from nbutils.store.ids import derive_seed
 from nbutils.logs import quiet
 from nbutils.run import params as P
 from nbutils.run.stage import stage_for
@@ -113,7 +114,12 @@ def main() -> None:
 
         def staged():
             out = Path(runs) / f"g{next(count)}.parquet"
-            df, _ = generate_responses(stage, prompts, model, out, vllm, progress=False)
+            rows = prompts.to_list()  # a worker's part of stage 01 (sample_shards), here with the loaded engine
+            keep = kept_prompts(stage.params, vllm.tokenizer, rows)[1]
+            todo = pending_shards(len(keep), stage["shard_size"], f"{out}.shards",
+                                  shard_fingerprint(stage.params, model, rows, keep))
+            sample_shards(stage.params, rows, model, out, todo, backend=vllm)
+            df = read_shards(len(keep), stage["shard_size"], f"{out}.shards")
             return [list(r) for r in df["all_generated_responses"]]
         compare({"bare engine": lambda: texts(vllm.generate(ids, [seed] * len(ids))), "stage 01": staged},
                 repeats=args.repeats, agree=lambda a, b: a == b)

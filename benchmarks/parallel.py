@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/parallel.py [--prompts 64] [--rounds 1] [--skip-generation] [--skip-ranking]
 
 What a user waits for, on this machine: stage 01's sampling as the notebook calls it
-(``generate_in_child``: the child or workers start, import torch, load the engine, sample, and the
+(``generate``: the child or workers start, import torch, load the engine, sample, and the
 output is assembled) and stage 02's scoring (``score_responses``: one worker scores in this process
 with a ranker it loads first, as the notebook does; two workers load theirs). The tiny preset's
 work: the tiny policy, vLLM, ``--prompts`` prompts x 5 answers of up to 96 tokens in shards of 16,
@@ -11,7 +11,7 @@ then the tiny PairRM on those answers. Every run writes a fresh folder (a finish
 resumed, not redone), and the two variants' outputs must be identical (stage 01's rows, stage 02's
 scores). Printed: each run's wall time, the engines' part of it, and the ratio two workers / one.
 
-On the CPU a worker is a process bound to its share of the cores (``nbutils.parallel.worker_envs``):
+On the CPU a worker is a process bound to its share of the cores (``nbutils.exec.placement.worker_envs``):
 on 2 cores, one core and one thread each, against one process with two threads. On a machine that
 other work shares, two threads of one process can wait on each other many times over (each OpenMP
 pool waits for its slowest thread), so a third variant, one worker with one thread
@@ -35,7 +35,7 @@ import pandas as pd
 
 from nbutils.generate.policies import base_model_path
 from nbutils.generate.prompts import iteration_prompts
-from nbutils.generate.sampling import generate_in_child
+from nbutils.generate.sampling import generate
 from nbutils.logs import quiet
 from nbutils.rerank import judges, rankers
 from nbutils.rerank.ranking import score_responses
@@ -98,14 +98,14 @@ def main() -> None:
                                     values["num_iterations"])
         root, outputs = Path(runs), {}
         if not args.skip_generation:
-            print("\nstage 01: generate_in_child (the engine's load, sampling, the output), devices 1 vs 2")
+            print("\nstage 01: generate (the engine's load, sampling, the output), devices 1 vs 2")
             times, engine = {n: [] for n in VARIANTS}, {n: [] for n in VARIANTS}
             for i, name in enumerate(order(args.rounds)):
                 devices, n = VARIANTS[name]
                 params = stage_for("01_generate", {**values, "devices": devices}).params
                 t0 = time.perf_counter()
                 with threads(n), contextlib.redirect_stderr(io.StringIO()):  # the progress bar
-                    df, stats = generate_in_child(params, prompts, model, root / f"g{i}" / "generations.parquet")
+                    df, stats = generate(params, prompts, model, root / f"g{i}" / "generations.parquet")
                 times[name].append(time.perf_counter() - t0)
                 engine[name].append(stats["engine_seconds"])
                 if outputs.setdefault("generations", df) is not df:
@@ -115,7 +115,7 @@ def main() -> None:
             print("\nstage 02: score_responses (the ranker's load and scoring), devices 1 (in this process) vs 2")
             if "generations" not in outputs:
                 with contextlib.redirect_stderr(io.StringIO()):
-                    outputs["generations"], _ = generate_in_child(stage_for("01_generate", values).params, prompts,
+                    outputs["generations"], _ = generate(stage_for("01_generate", values).params, prompts,
                                                                   model, root / "g" / "generations.parquet")
             times, ranker_s, scores = {n: [] for n in VARIANTS}, {n: [] for n in VARIANTS}, None
             for i, name in enumerate(order(args.rounds)):

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from abba import compare
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.rerank.rankers import load_ranker
 from nbutils.rerank.ranking import score_responses
 from nbutils.run import params as P

@@ -9,16 +9,16 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from nbutils.files import CACHE_DIR, REPO_ROOT
+from nbutils.store.files import CACHE_DIR, REPO_ROOT
 
 PRESETS = sorted((REPO_ROOT / "params").glob("*.yaml"))
 
 
 def pytest_configure(config):
     """`make test` runs the tests in 2 processes (pytest-xdist); each builds the session fixtures it
-    needs. In such a worker: its own share of the cores, as a stage's worker has (nbutils.parallel):
+    needs. In such a worker: its own share of the cores, as a stage's worker has (nbutils.exec.placement):
     two processes with threads on every core slow each other down many times over."""
-    from nbutils import parallel
+    from nbutils.exec import placement as parallel
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if worker and count:
         parallel.take_share(parallel.worker_envs([str(k) for k in range(int(count))], "cpu")[int(worker.removeprefix("gw"))])

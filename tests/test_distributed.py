@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nbutils.dpo import hardware, launch, launch_command, training
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.generate.policies import base_model_path
 from tests.conftest import LOOP, cli, metrics, params_args
 

@@ -12,7 +12,7 @@ import torch
 
 from nbutils.dpo import data as dpo_data
 from nbutils.dpo import hardware, merge, training
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.generate.policies import base_model_path
 from nbutils.rerank import dataset as preference_data
 from tests.conftest import cli, metrics, params_args, read_generations

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils import manifests
+from nbutils.store import manifests
 from nbutils.compat import alpaca_eval as alpaca_compat
 
 from nbutils.evaluate import answers as eval_outputs
@@ -16,9 +16,9 @@ from nbutils.evaluate import answers as eval_outputs
 from nbutils.evaluate import judging as evaluation
 from nbutils.run import params as P
 from nbutils.generate.prompts import PromptError, load_prompt_source
-from nbutils.files import write_json
+from nbutils.store.files import write_json
 from nbutils.run.stage import stage_for
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.twins.build import ALPACA_DATA
 from tests.conftest import TWIN_SIZES, cli, params_args
 

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.generate.prompts import PromptError, load_prompt_source
 from nbutils.run import params as P
 from nbutils.run.lock import RunLocked, run_lock
@@ -156,17 +156,17 @@ def test_an_upstream_param_change_reruns_what_reads_it_and_says_why(loop_copy):
 
 
 def test_a_child_of_an_earlier_attempt_that_still_runs_is_named(tmp_path):
-    from nbutils.processes import in_child, started
+    from nbutils.exec.processes import run_workers, started
     log = tmp_path / "generations.log"
     earlier = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         log.with_suffix(".pid").write_text(f"{earlier.pid} {started(earlier.pid)}\n")
         with pytest.raises(RuntimeError, match=rf"an earlier attempt still works on {tmp_path} \(pid {earlier.pid}"):
-            in_child(print, "never", log=log)
+            run_workers(print, [("never",)], [{}], [log])
     finally:
         earlier.kill()
         earlier.wait()
-    assert in_child(len, "gone", log=log) == 4  # once it is gone (or the pid reused by another process)
+    assert run_workers(len, [("gone",)], [{}], [log]) == [4]  # once it is gone (or the pid reused by another process)
     assert not log.with_suffix(".pid").exists()
 
 
@@ -183,15 +183,21 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_disk):
+def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_disk, tmp_path):
+    """The disk fills once the sampling worker has written its first shard (it waits there:
+    ``NBUTILS_TEST_PAUSE``); the next shard cannot be written."""
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
             "01_generate", *params_args(runs_dir=small_disk, backend="hf", prompts_per_iteration=8, shard_size=2,
                                         num_samples=2, max_new_tokens=24)]
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NBUTILS_TEST_PAUSE": f"1:{gate}"})
     shards = small_disk / "tiny" / "iter_1" / "generations.parquet.shards"
     deadline = time.time() + 300
-    while not list(shards.glob("shard-*.parquet")) and time.time() < deadline and proc.poll() is None:
+    while not list(gate.glob("paused-*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert list(gate.glob("paused-*")), "the worker never paused after its first shard"
     ballast = small_disk / "ballast"
     with open(ballast, "wb", buffering=0) as f:  # the disk fills while the stage works (unbuffered: no flush at close)
         try:
@@ -199,13 +205,14 @@ def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_d
                 f.write(b"\0" * 65536)
         except OSError:
             pass
+    (gate / "resume").touch()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out + err
     assert "01_generate: the disk is full ([Errno 28] No space left on device)" in err
     assert f"free at {small_disk / 'tiny' / 'iter_1'}. Free some space and run the same command again" in err
     assert "Traceback" not in err and not (small_disk / "tiny" / "iter_1" / "01_generate.manifest.json").exists()
-    kept = len(list(shards.glob("shard-*.parquet")))
+    assert len(list(shards.glob("shard-*.parquet"))) == 1
     ballast.unlink()
     subprocess.run(args, cwd=REPO_ROOT, check=True, capture_output=True)
     m = json.loads((small_disk / "tiny" / "iter_1" / "metrics.json").read_text())["01_generate"]
-    assert m["shards_resumed"] == kept >= 1 and m["prompts"] == 8
+    assert m["shards_resumed"] == 1 and m["prompts"] == 8

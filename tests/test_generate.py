@@ -9,7 +9,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.generate.sampling import SCHEMA, summarize
 from tests.conftest import cli, metrics, params_args, read_generations
 
@@ -90,31 +90,33 @@ def marked(marker: str) -> list[str]:
     return found
 
 
-def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run, user_checkout):
+def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run, user_checkout, tmp_path):
     """From a second checkout (its own nbutils, a relative runs_dir, no PYTHONPATH), SIGKILL the
-    runner alone after the first shard: its kernel, the sampling child and vLLM's engine die with
-    it; no file is ever half-written under its final name; the rerun resumes in this checkout's
-    runs/ to the rows of an uninterrupted run."""
+    runner alone once the sampling worker has written its first shard (it waits there:
+    ``NBUTILS_TEST_PAUSE``): its kernel, the worker and vLLM's engine die with it; no file is ever
+    half-written under its final name; the rerun resumes in this checkout's runs/ to the rows of an
+    uninterrupted run."""
     root, env = user_checkout
-    marker = f"killed-runner-{os.getpid()}"
+    marker, gate = f"killed-runner-{os.getpid()}", tmp_path / "gate"
+    gate.mkdir()
     env = {**{k: v for k, v in env.items() if k != "PYTHONPATH"}, "NBUTILS_TEST_MARK": marker}
     args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
             "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=64, shard_size=2)]
-    proc = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=root, env={**env, "NBUTILS_TEST_PAUSE": f"1:{gate}"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = root / "runs" / "killed" / "iter_1" / "generations.parquet.shards"
     deadline = time.time() + 300
-    while not list(shards.glob("shard-*.parquet")) and time.time() < deadline and proc.poll() is None:
+    while not list(gate.glob("paused-*")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert proc.poll() is None, "the runner ended before its first shard (run it by hand from the checkout)"
+    assert list(gate.glob("paused-*")), "the worker never paused after its first shard (run it by hand)"
     proc.kill()
     proc.wait()
     deadline = time.time() + 30
     while marked(marker) and time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.2)
     assert not marked(marker), "processes outlived the killed runner"
     done = sorted(shards.glob("shard-*.parquet"))
-    assert 1 <= len(done) < 32, f"{len(done)} shards when killed"  # the kernel notices within ~1 s: 32 shards
-    assert all(len(pd.read_parquet(f)) == 2 for f in done)  # whole under their final names
+    assert len(done) == 1 and len(pd.read_parquet(done[0])) == 2  # whole under its final name
     assert not (shards.parent / "generations.parquet").exists()
     subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
     assert not (REPO_ROOT / "runs" / "killed").exists(), "the kernel wrote into another checkout"
@@ -144,7 +146,7 @@ def test_seeds_per_request_draw_the_same_answers_whatever_the_sharding(tmp_path)
     from nbutils.generate.backends import _LOADED
     from nbutils.generate.policies import base_model_path
     from nbutils.generate.prompts import iteration_prompts
-    from nbutils.generate.sampling import generate_jobs_in_child, generate_responses
+    from nbutils.generate.sampling import generate_jobs
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
 
@@ -155,16 +157,18 @@ def test_seeds_per_request_draw_the_same_answers_whatever_the_sharding(tmp_path)
             ("shard", 2, "s2")]
     jobs = [(stage_for("01_generate", {**values, "sampling_seeds": mode, "shard_size": size}).params,
              tmp_path / f"{name}.parquet") for mode, size, name in runs]
-    results = generate_jobs_in_child(jobs, prompts, model)
+    results = generate_jobs(jobs, prompts, model)
     answers = {name: [list(r) for r in df["all_generated_responses"]] for (_, _, name), (df, _) in zip(runs, results)}
     for (mode, size, name), (df, _) in zip(runs, results):
         assert df["seed"].nunique() == (8 if mode == "request" else 8 // size), name
     assert answers["r8"] == answers["r2"]
     assert answers["s4"] == answers["s4-again"] and answers["s4"] != answers["s2"]
-    # every shard done: the rerun reads them and starts no engine (vLLM's start costs minutes on a GPU)
+    # every shard done: the rerun reads them and starts no worker (vLLM's start costs minutes on a GPU)
     stage = stage_for("01_generate", {**values, "shard_size": 4})
-    df, stats = generate_responses(stage, prompts, model, tmp_path / "s4.parquet", progress=False)
+    (tmp_path / "s4.worker-0.log").unlink()
+    df, stats = generate_jobs([(stage.params, tmp_path / "s4.parquet")], prompts, model)[0]
     assert not _LOADED and stats["shards_resumed"] == 2 and stats["load_seconds"] == 0
+    assert not (tmp_path / "s4.worker-0.log").exists()
     assert [list(r) for r in df["all_generated_responses"]] == answers["s4"]
 
 

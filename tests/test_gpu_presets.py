@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nbutils.run import params as P
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from tests.conftest import cli, twin_run
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def test_the_alpaca_eval_twin_fails_datasets_as_the_real_repo_does(hub_twins):
     assert "Dataset scripts are no longer supported, but found alpaca_eval.py" in proc.stderr
     proc = client(hub_twins, "from alpaca_eval.constants import ALPACAEVAL_REFERENCE_OUTPUTS_2 as r; r()")
     assert "Dataset scripts are no longer supported" in proc.stderr
-    proc = client(hub_twins, "from nbutils import hub; r = hub.alpaca_eval('reference'); "
+    proc = client(hub_twins, "from nbutils.sources import hub; r = hub.alpaca_eval('reference'); "
                              "print(len(r), r['generator'][0], r['instruction'][0][:40])")
     assert proc.returncode == 0, proc.stderr
     first = json.loads((ALPACA / "reference_gpt4_1106_preview.json").read_text())[0]

@@ -1,8 +1,8 @@
 """The hub module, the device check, the plan's CLI and the checkpoint clean-up (no model runs)."""
 import pytest
 
-from nbutils import hub
-from nbutils.devices import DeviceError, cuda_problem, resolve_device
+from nbutils.sources import hub
+from nbutils.exec.devices import DeviceError, cuda_problem, resolve_device
 from nbutils.dpo.training import drop_checkpoints
 from tests.conftest import cli
 

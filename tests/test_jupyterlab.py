@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from tests.conftest import chromium
 
 # parameter edits, as a learner makes them in the parameters cell, to keep the run short

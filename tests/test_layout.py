@@ -4,9 +4,9 @@ import shutil
 import subprocess
 import sys
 
-from nbutils import manifests
-from nbutils.files import REPO_ROOT, fresh_for, write_json
-from nbutils.layout import RunFolder
+from nbutils.store import manifests
+from nbutils.store.files import REPO_ROOT, fresh_for, write_json
+from nbutils.store.paths import RunFolder
 
 LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
         "--no-cache", "pyproject.toml"]
@@ -21,10 +21,10 @@ def test_layers_and_no_import_circles():
 def test_a_foundation_importing_the_run_machinery_breaks_the_contract(tmp_path):
     shutil.copytree(REPO_ROOT / "nbutils", tmp_path / "nbutils", ignore=shutil.ignore_patterns("__pycache__", "data"))
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
-    files = tmp_path / "nbutils" / "files.py"
+    files = tmp_path / "nbutils" / "store" / "files.py"
     files.write_text(files.read_text() + "\n\ndef _circle():\n    from nbutils.run import runner  # noqa\n")
     proc = subprocess.run(LINT, cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path)})
-    assert proc.returncode == 1 and "nbutils.files -> nbutils.run.runner" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "nbutils.store.files -> nbutils.run.runner" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_run_folder_layout(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nbutils.compat import llm_blender as pairrm_compat
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "pairrm_parity"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())

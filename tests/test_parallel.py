@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nbutils import parallel
-from nbutils.processes import started, still_running
-from nbutils.shards import read_shards
-from nbutils.workers import WorkerError, run_workers, worker_log
+from nbutils.exec import placement as parallel
+from nbutils.exec.processes import started, still_running
+from nbutils.store.shards import read_shards
+from nbutils.exec.processes import WorkerError, run_workers, worker_log
 
 SIZES = dict(max_new_tokens=16, num_samples=2, gpu_memory_utilization=0.1)  # two engines at once on the CPU
 
@@ -55,26 +55,37 @@ def _cores(x):
     return os.sched_getaffinity(0), os.environ["OMP_NUM_THREADS"]
 
 
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not here")
+
+
 def _fail_or_wait(x):
     if x == "fail":
         raise KeyError("no such prompt")
+    if x == "odd":
+        raise Unpicklable("an error of a class the parent cannot rebuild")
     time.sleep(120)
 
 
 def test_a_failing_worker_stops_the_others_and_is_named(tmp_path):
+    """The worker's own exception is raised here (a HubError stays one), noted with the worker, its
+    devices, its log and what a rerun does; one that does not unpickle is a WorkerError with its text."""
     logs = [worker_log(tmp_path / "out.parquet", k) for k in range(2)]
     envs = [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
     assert run_workers(_echo, [("a",), ("b",)], envs, logs) == [("a", "0,1"), ("b", "2,3")]
     t0 = time.time()
-    with pytest.raises(WorkerError) as e:
+    with pytest.raises(KeyError, match="no such prompt") as e:
         run_workers(_fail_or_wait, [("wait",), ("fail",)], envs, logs, hint="Rerun it.", numbers=[3, 5])
     assert time.time() - t0 < 60, "the waiting worker was not stopped"
-    text = str(e.value)
-    assert "worker 5 (CUDA_VISIBLE_DEVICES=2,3) failed: KeyError" in text
-    assert str(logs[1]) in text and "Rerun it." in text
-    assert isinstance(e.value.__cause__, KeyError) and "_fail_or_wait" in e.value.__notes__[0]
+    notes = "\n".join(e.value.__notes__)
+    assert "worker 5 (CUDA_VISIBLE_DEVICES=2,3) failed: KeyError: 'no such prompt'; the other workers were stopped" in notes
+    assert str(logs[1]) in notes and "Rerun it." in notes and "_fail_or_wait" in notes
     assert "KeyError" in logs[1].read_text()  # the worker's traceback, in its log
     assert not [p for p in tmp_path.glob("*.pid")]
+    with pytest.raises(WorkerError, match="worker 0 .* failed: Unpicklable: an error of a class") as e:
+        run_workers(_fail_or_wait, [("odd",)], envs[:1], logs[:1])
+    assert "the other workers" not in str(e.value)
 
 
 def test_on_the_cpu_each_worker_takes_its_share_of_the_cores(tmp_path):
@@ -124,7 +135,7 @@ def sampling_params(tmp_path, devices: int) -> dict:
 def sampled(tmp_path_factory, prompts, model):
     """One worker and two, vLLM: each with two jobs (stage 01's samples, and one answer per prompt
     at another temperature, as stage 04 draws them from one engine)."""
-    from nbutils.generate.sampling import generate_jobs_in_child
+    from nbutils.generate.sampling import generate_jobs
     tmp = tmp_path_factory.mktemp("sampled")
     out = {}
     for devices in (1, 2):
@@ -132,7 +143,7 @@ def sampled(tmp_path_factory, prompts, model):
         jobs = [(params, tmp / f"d{devices}" / "generations.parquet"),
                 ({**params, "iteration": 0, "num_samples": 1, "temperature": 1.0, "base_model": model},
                  tmp / f"d{devices}" / "answers" / "generations.parquet")]
-        out[devices] = jobs, generate_jobs_in_child(jobs, prompts, model)
+        out[devices] = jobs, generate_jobs(jobs, prompts, model)
     return out
 
 
@@ -151,7 +162,7 @@ def test_two_workers_sample_what_one_does(sampled):
     for (df1, s1), (df2, s2), (_, path) in zip(one, two, two_jobs):
         pd.testing.assert_frame_equal(df1, df2)
         pd.testing.assert_frame_equal(pd.read_parquet(path), df2)
-        assert "workers" not in s1 and s2["workers"] == 2 and s2["shards_resumed"] == 0
+        assert s1["workers"] == 1 and s2["workers"] == 2 and s2["shards_resumed"] == 0
         assert s2["response_tokens"] == s1["response_tokens"] and s2["new_tokens_per_second"] > 0
     stem = two_jobs[0][1]
     assert worker_log(stem, 0).exists() and worker_log(stem, 1).exists()
@@ -160,11 +171,11 @@ def test_two_workers_sample_what_one_does(sampled):
 
 @pytest.mark.slow
 def test_a_rerun_with_every_shard_done_starts_no_worker(sampled, prompts, model):
-    from nbutils.generate.sampling import generate_jobs_in_child
+    from nbutils.generate.sampling import generate_jobs
     jobs, first = sampled[2]
     logs = [worker_log(jobs[0][1], k) for k in (0, 1)]
     before = [log.stat().st_mtime_ns for log in logs]
-    again = generate_jobs_in_child(jobs, prompts, model)
+    again = generate_jobs(jobs, prompts, model)
     for (df, _), (df_again, stats) in zip(first, again):
         pd.testing.assert_frame_equal(df, df_again)
         assert stats["shards_resumed"] == 16 and stats["load_seconds"] == 0 and "new_tokens_per_second" not in stats
@@ -193,39 +204,46 @@ def test_two_workers_rank_what_one_does(sampled, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_the_stage_and_the_rerun_ends_with_the_same_rows(sampled, tmp_path, prompts, model):
-    """SIGKILL worker 0 after its first shard: the parent stops worker 1, and the error names worker 0
-    and its log. The rerun (the same command) redoes the missing shards only, each once, and ends
-    with the rows of one worker."""
-    from nbutils.generate.sampling import generate_in_child
+def test_a_killed_worker_fails_the_stage_and_the_rerun_ends_with_the_same_rows(sampled, tmp_path, prompts, model,
+                                                                              monkeypatch):
+    """SIGKILL worker 0 once each worker has written one shard (both wait there: ``NBUTILS_TEST_PAUSE``):
+    the parent stops worker 1, and the error names worker 0 and its log. The rerun (the same command)
+    redoes the missing shards only, each once, and ends with the rows of one worker."""
+    from nbutils.generate.sampling import generate
     out, params = tmp_path / "generations.parquet", sampling_params(tmp_path, 2)
     shards, pidfiles = Path(f"{out}.shards"), [worker_log(out, k).with_suffix(".pid") for k in (0, 1)]
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    monkeypatch.setenv("NBUTILS_TEST_PAUSE", f"1:{gate}")
     killed, stop = {}, threading.Event()
 
     def kill_worker_0():
-        while not stop.is_set() and not (shards / "shard-00000.parquet").exists():  # worker 0's first
-            time.sleep(0.005)
+        deadline = time.time() + 300
+        while not stop.is_set() and len(list(gate.glob("paused-*"))) < 2 and time.time() < deadline:
+            time.sleep(0.02)
         pids = [still_running(p) for p in pidfiles]
-        if pids[0]:
+        if len(list(gate.glob("paused-*"))) == 2 and pids[0]:
             os.kill(pids[0], signal.SIGKILL)
             killed.update(pids=pids)
     watcher = threading.Thread(target=kill_worker_0)
     watcher.start()
     try:
         with pytest.raises(WorkerError) as e:
-            generate_in_child(params, prompts, model, out)
+            generate(params, prompts, model, out)
     finally:
         stop.set()
         watcher.join()
-    assert killed, "worker 0 had ended before it could be killed"
+    assert killed, "the workers never paused after their first shard"
     assert re.search(r"worker 0 \((cores |CUDA_VISIBLE_DEVICES=)[\d,]+\) was killed \(SIGKILL\)", str(e.value))
     assert str(worker_log(out, 0)) in str(e.value)
     assert "Finished shards are kept: rerunning the stage redoes the rest" in str(e.value)
     assert all(started(pid) is None for pid in killed["pids"] if pid), "a worker outlived the failed stage"
     done = sorted(p.name for p in shards.glob("shard-*.parquet"))
-    assert 1 <= len(done) < 16 and not out.exists() and not list(tmp_path.glob("*.pid"))
-    df, stats = generate_in_child(params, prompts, model, out)
-    assert stats["shards_resumed"] == len(done) and stats["workers"] == 2
+    assert done == ["shard-00000.parquet", "shard-00001.parquet"], done  # one each, where they paused
+    assert not out.exists() and not list(tmp_path.glob("*.pid"))
+    monkeypatch.delenv("NBUTILS_TEST_PAUSE")
+    df, stats = generate(params, prompts, model, out)
+    assert stats["shards_resumed"] == 2 and stats["workers"] == 2
     assert sorted(p.name for p in shards.glob("shard-*.parquet")) == [f"shard-{i:05d}.parquet" for i in range(16)]
     assert df["prompt_id"].is_unique and len(df) == 32
     pd.testing.assert_frame_equal(df, sampled[1][1][0][0])

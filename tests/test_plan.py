@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from nbutils.run import plan as PL
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from tests.conftest import cli
 
 DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}

@@ -5,7 +5,7 @@ import tomllib
 
 import yaml
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.run.params import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))

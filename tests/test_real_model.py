@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nbutils import manifests
+from nbutils.store import manifests
 from nbutils.chat import conversation
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.packaged.smollm2 import smollm2_path
 from nbutils.twins.smollm2 import SMOLLM2
 from tests.conftest import TWIN_SIZES, params_args, twin_run
@@ -52,7 +52,7 @@ def stage03(tmp_path_factory, smol):
     batch TRL's collator made, the pairs TRL tokenized, the adapter and the merged policy."""
     from nbutils.dpo import data, hardware, pipeline
     from nbutils.generate.policies import policy_for_iteration
-    from nbutils.memory import free
+    from nbutils.exec.memory import free
     from nbutils.rerank.dataset import snorkel_rows, write_dataset
     from nbutils.run.stage import stage_for
     stage = stage_for("03_dpo_qlora", values(tmp_path_factory.mktemp("stage03")))
@@ -104,16 +104,16 @@ def test_eos_is_pad_yet_each_answers_final_im_end_is_in_the_loss_and_padding_is_
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory, smol):
-    """Stage 01's sampling (``generate_in_child``: vLLM on the CPU, in its own process) of short-answer
+    """Stage 01's sampling (``generate``: vLLM on the CPU, in its own process) of short-answer
     prompts, 2 samples each, 48 new tokens at most."""
     from datasets import Dataset
 
-    from nbutils.generate.sampling import generate_in_child
-    from nbutils.ids import prompt_id
+    from nbutils.generate.sampling import generate
+    from nbutils.store.ids import prompt_id
     tmp = tmp_path_factory.mktemp("stage01")
     p = {**values(tmp, num_samples=2, max_new_tokens=48, shard_size=4, temperature=0.3), "iteration": 1}
     prompts = Dataset.from_list([{"prompt": x, "prompt_id": prompt_id(x)} for x in SHORT])
-    df, stats = generate_in_child(p, prompts, str(smol), tmp / "generations.parquet")
+    df, stats = generate(p, prompts, str(smol), tmp / "generations.parquet")
     return df, stats
 
 
@@ -202,9 +202,9 @@ def vllm_top_logprobs(model, prompts: list[str]) -> list[dict[int, float]]:
 
 @pytest.fixture(scope="module")
 def twin_snapshot(hub_twins):
-    """The SmolLM2 twin's snapshot, fetched by ``nbutils.hub.model_snapshot`` over HTTP from olah
+    """The SmolLM2 twin's snapshot, fetched by ``nbutils.sources.hub.model_snapshot`` over HTTP from olah
     (into the twins' HF_HOME: a hub-path run then finds it in the cache)."""
-    proc = subprocess.run([sys.executable, "-c", f"from nbutils.hub import model_snapshot; "
+    proc = subprocess.run([sys.executable, "-c", f"from nbutils.sources.hub import model_snapshot; "
                                                  f"print(model_snapshot({SMOLLM2!r}))"],
                           env=hub_twins.env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

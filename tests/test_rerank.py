@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 from nbutils.run import params as P
 from nbutils.rerank import dataset as preference_data
 from nbutils.rerank import rankers
@@ -66,7 +66,7 @@ def test_swapping_a_compared_pair_flips_the_preference(pairrm):
     assert one_way[0] > 0 > other_way[0]
 
 
-def test_empty_unequal_tied_and_identical_responses_are_handled(runs_dir, pairrm):
+def test_empty_unequal_tied_and_identical_responses_are_handled(runs_dir):
     st = stage(runs_dir, "awkward", ranker="tests.reward_functions:by_length", test_fraction=0.0)
     path = write_generations(st, [
         ["a good answer", "", "  ", "the best answer here", "ok"],  # 2 empty: never picked
@@ -86,7 +86,7 @@ def test_empty_unequal_tied_and_identical_responses_are_handled(runs_dir, pairrm
     # PairRM ranks prompts with different numbers of responses too (grouped by count)
     pst = stage(runs_dir, "awkward-pairrm", test_fraction=0.0)
     splits, stats = rerank.rerank(pst, write_generations(pst, [ANSWERS, ANSWERS[:3], ["", *ANSWERS[1:]]]),
-                                  pst.iter_dir / "preference_data", ranker=pairrm)
+                                  pst.iter_dir / "preference_data")
     assert stats["pairs"] == 3 and all(len(s) in (3, 5) for s in splits["train_iteration_1"]["all_rm_scores"])
 
 
@@ -186,14 +186,14 @@ def test_stage_writes_a_snorkel_schema_dataset_trl_can_use(tiny_run):
         assert (tiny_run / "iter_1" / png).stat().st_size > 5000
 
 
-def test_killed_scoring_resumes_to_the_same_dataset(tiny_run, pairrm):
+def test_killed_scoring_resumes_to_the_same_dataset(tiny_run):
     st = stage(tiny_run.parent, "rerank", prompts_per_iteration=40, shard_size=8)
     out = st.iter_dir / "preference_data"
     before = preference_data.load_split(out, "train_iteration_1").to_pandas()
     shards = sorted((st.iter_dir / "preference_data.scores").glob("shard-*.parquet"))
     assert len(shards) == 5
     shards[-1].unlink()  # as if killed while scoring the last shard
-    _, stats = rerank.rerank(st, st.iter_dir / "generations.parquet", out, ranker=pairrm)
+    _, stats = rerank.rerank(st, st.iter_dir / "generations.parquet", out)
     assert stats["shards_resumed"] == 4
     after = preference_data.load_split(out, "train_iteration_1").to_pandas()
     pd.testing.assert_frame_equal(after, before)

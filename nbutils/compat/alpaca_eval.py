@@ -63,7 +63,7 @@ def local_gamed_csv(n_instructions: int):
 def real_gamed_csv() -> Path:
     """The hub's ``df_gamed.csv`` (``tatsu-lab/alpaca_eval``), downloaded once to the hub cache;
     errors say what to do (``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` apply)."""
-    from nbutils.hub import ALPACA_EVAL, ALPACA_EVAL_FILES, dataset_file
+    from nbutils.sources.hub import ALPACA_EVAL, ALPACA_EVAL_FILES, dataset_file
     return dataset_file(ALPACA_EVAL, ALPACA_EVAL_FILES["gamed"])
 
 

@@ -159,7 +159,7 @@ def backbone_name(ranker_dir: Path) -> str:
         return str(local.resolve())
     if Path(name).is_absolute():
         return name
-    from nbutils.hub import model_snapshot
+    from nbutils.sources.hub import model_snapshot
     return str(model_snapshot(name))
 
 

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nbutils.files import fresh_for
+from nbutils.store.files import fresh_for
 
 TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_length", "warmup_ratio", "lr_scheduler_type", "optim",

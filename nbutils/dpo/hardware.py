@@ -67,7 +67,7 @@ def device_settings(p: dict, unquantized_gib: float | None = None, say: bool = T
     against the GPU's memory."""
     import torch
 
-    from nbutils.devices import resolve_device
+    from nbutils.exec.devices import resolve_device
     gpu = resolve_device(p["device"]) == "cuda"
     dtype = p["dtype"] if p["dtype"] != "auto" else ("bfloat16" if gpu else "float32")
     optim = p["optim"] if p["optim"] != "auto" else ("paged_adamw_32bit" if gpu else "adamw_torch")

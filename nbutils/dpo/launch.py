@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from nbutils.dpo.launch_command import command, preflight
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 
 
 def folder(stage) -> Path:
@@ -50,7 +50,7 @@ def train(stage, settings: dict, policy_path: str) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     for name in ("result.json", "progress.json", "trained_logprobs.pt"):
         (work / name).unlink(missing_ok=True)  # an earlier attempt's
-    from nbutils.files import write_json
+    from nbutils.store.files import write_json
     resolved = {k: settings[k] for k in ("load_in_4bit", "use_liger_kernel")}
     write_json({"params": p, "resolved": resolved, "policy_path": str(policy_path), "folder": str(work)},
                work / "spec.json")
@@ -76,7 +76,7 @@ def run(cmd: list[str], work: Path, devices: int) -> None:
 
     from tqdm.auto import tqdm
 
-    from nbutils.processes import started, still_running
+    from nbutils.exec.processes import started, still_running
     log, pidfile = work / "train.log", work / "launcher.pid"
     earlier = still_running(pidfile)
     if earlier:  # a launch of an earlier attempt, from a kernel that is not ours
@@ -149,7 +149,7 @@ def show_progress(bar, path: Path) -> None:
 def main(argv: list[str]) -> None:
     """``python -m nbutils.dpo.launch <parent pid> <program> <args...>``: die with the parent (the
     notebook's process), then become ``program`` (the launcher), which keeps that."""
-    from nbutils.processes import die_with_parent
+    from nbutils.exec.processes import die_with_parent
     die_with_parent(int(argv[0]))
     os.execv(argv[1], argv[1:])
 

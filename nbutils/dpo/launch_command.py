@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "params" / "accelerate"
 MODES = ("ddp", "zero3", "fsdp2")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nbutils.chat import prompt_ids
-from nbutils.files import atomic_path
+from nbutils.store.files import atomic_path
 
 
 def load_full(path: str, dtype, device: str = "cpu"):
@@ -32,7 +32,7 @@ def merge_adapter(base_path: str, adapter_dir: Path, out_dir: Path, dtype, check
     on ``device``."""
     from transformers import AutoTokenizer
 
-    from nbutils.memory import free
+    from nbutils.exec.memory import free
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     adapted_model = base_with_adapter(base_path, adapter_dir, dtype, device)
     adapted = next_token_logprobs(adapted_model, tokenizer, check_prompts)
@@ -53,7 +53,7 @@ def check_saved(out_dir: Path, expected, dtype, check_prompts: list[str], device
     and whether the top token is the same."""
     from transformers import AutoTokenizer
 
-    from nbutils.memory import free
+    from nbutils.exec.memory import free
     saved_model = load_full(str(out_dir), dtype, device).eval()
     saved = next_token_logprobs(saved_model, AutoTokenizer.from_pretrained(out_dir), check_prompts)
     del saved_model

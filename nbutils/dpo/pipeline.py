@@ -42,7 +42,7 @@ def fit(stage, model, tokenizer, ref_model, train_pairs, eval_pairs, settings: d
     saved adapter (or whole model), the step log; with ``finetuning: full`` the trained model's
     next-token log-probs on the first pairs' prompts, which the saved policy must give back. In
     every process of a distributed run (ZeRO-3 and FSDP2 gather the weights in each forward)."""
-    from nbutils import memory
+    from nbutils.exec import memory
     run, n = stage.run, stage["iteration"]
     full = training.full(stage.params)
     trainer = training.make_trainer(stage, model, tokenizer, train_pairs, eval_pairs, settings, run.checkpoints(n),

@@ -187,7 +187,7 @@ def save(trainer, out_dir: Path, sharded: bool) -> None:
     """The adapter (or, with ``finetuning: full``, the whole model: the next policy) and the tokenizer
     with its chat template, in HF format, atomically, written by the first process. ``sharded``
     (ZeRO-3, FSDP2): the trainer gathers the weights from every process first, so all must call."""
-    from nbutils.files import atomic_path
+    from nbutils.store.files import atomic_path
     main = trainer.accelerator.is_main_process
     if sharded and not main:
         trainer.save_model(str(out_dir))  # gathers the weights; only the first process writes

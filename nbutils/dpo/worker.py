@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.files import write_json
-from nbutils.layout import ParamsView
+from nbutils.store.files import write_json
+from nbutils.store.paths import ParamsView
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def progress_writer(path: Path):
 
 def main(spec_path: str) -> None:
     from nbutils.logs import quiet
-    from nbutils.processes import die_with_parent
+    from nbutils.exec.processes import die_with_parent
     die_with_parent(os.getppid())  # the launcher: torchrun starts each worker in a session of its own
     quiet()
     from accelerate import PartialState

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbutils.files import atomic_path
-from nbutils.hub import ALPACA_EVAL
+from nbutils.store.files import atomic_path
+from nbutils.sources.hub import ALPACA_EVAL
 from nbutils.generate.policies import base_model_path
 
 
@@ -45,12 +45,12 @@ def sample(stage, prompts, model: str, out_dir: Path, n: int, temperature: float
 
 def sample_many(stage, prompts, model: str, specs: list[tuple[Path, int, float]]) -> list[list[list[str]]]:
     """:func:`sample` for each (out_dir, n, temperature) of ``specs``, from one engine start."""
-    from nbutils.generate.sampling import generate_jobs_in_child
+    from nbutils.generate.sampling import generate_jobs
     jobs = [({**stage.params, "iteration": 0, "num_samples": n, "temperature": temperature,
               "top_p": stage["eval_top_p"], "max_new_tokens": stage["eval_max_new_tokens"], "base_model": model},
              out_dir / "generations.parquet") for out_dir, n, temperature in specs]
     desc = " + ".join(f"{out_dir.name}: {n} answer{'s' if n > 1 else ''} per instruction" for out_dir, n, _ in specs)
-    results = generate_jobs_in_child(jobs, prompts, model, desc=desc)
+    results = generate_jobs(jobs, prompts, model, desc=desc)
     for df, _ in results:
         if len(df) != len(prompts):
             raise ValueError(f"{model}: {len(prompts) - len(df)} eval prompts were too long for max_model_len; "
@@ -143,10 +143,10 @@ def reference_outputs(stage, outputs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if choice == "base" or (choice == "auto" and stage["eval_dataset"] != ALPACA_EVAL):
         return outputs["base"]
     if choice == "auto":
-        from nbutils.hub import alpaca_eval
+        from nbutils.sources.hub import alpaca_eval
         reference = alpaca_eval("reference")
     else:
         from nbutils.compat.alpaca_eval import read_model_outputs
-        from nbutils.files import repo_path
+        from nbutils.store.files import repo_path
         reference = read_model_outputs(repo_path(choice))
     return reference.head(stage["eval_instructions"] or len(reference)).reset_index(drop=True)

@@ -32,7 +32,7 @@ LONGER = "agreement, longer wins (%)"  # the length baseline's row in the correl
 def judged(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
            bucketing: bool = True) -> dict:
     """model -> (the offline judge's annotations, GPT-4-turbo's), on the reference's instructions."""
-    from nbutils import published
+    from nbutils.sources import published
     out = {}
     for m in models:
         theirs = published.annotations(m).head(len(reference)).reset_index(drop=True)

@@ -99,7 +99,7 @@ def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd
 def published_rows(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,
                    glm_names: list[str], bucketing: bool = True) -> list[dict]:
     """The leaderboard models' published outputs (first ``len(reference)`` instructions) under this judge."""
-    from nbutils import published
+    from nbutils.sources import published
     return [judge_row(judge, judge_name, published.model_outputs(m).head(len(reference)), reference, m,
                       batch_size, glm_names, kind=PUBLISHED, bucketing=bucketing) for m in models]
 
@@ -107,7 +107,7 @@ def published_rows(judge, judge_name: str, reference: pd.DataFrame, models: list
 def base_reproduction(judge, judge_name: str, run_base: pd.DataFrame, published_base: str, batch_size: int,
                       bucketing: bool = True) -> dict:
     """This run's base-model outputs judged against the published ones of ``published_base`` (50: alike)."""
-    from nbutils import published
+    from nbutils.sources import published
     theirs = published.model_outputs(published_base).head(len(run_base)).assign(generator=published_base)
     r = row(annotate(judge, judge_name, run_base, theirs, "this run's base", batch_size, bucketing),
             OFFLINE.format(judge=judge_name, reference=published_base), RUN, [MINIMAL])

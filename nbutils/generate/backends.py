@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.ids import derive_seed
+from nbutils.store.ids import derive_seed
 
 
 @dataclass
@@ -76,7 +76,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, p: dict):
-        from nbutils.devices import resolve_device
+        from nbutils.exec.devices import resolve_device
         if resolve_device(p.get("device", "auto")) == "cpu":  # in-process engine on CPU: faster start, works in scripts
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
@@ -122,7 +122,7 @@ class HFBackend:
     def __init__(self, model: str, p: dict):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from nbutils.devices import resolve_device
+        from nbutils.exec.devices import resolve_device
         self.device = resolve_device(p.get("device", "auto"))
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
         if self.tokenizer.pad_token_id is None:

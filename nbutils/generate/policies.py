@@ -1,8 +1,8 @@
 """Which policy an iteration starts from: model 0 is ``base_model``, iteration n samples from model n-1."""
 from __future__ import annotations
 
-from nbutils.files import repo_path
-from nbutils.sources import kind
+from nbutils.store.files import repo_path
+from nbutils.sources.kinds import kind
 
 
 def base_model_path(name: str) -> str:
@@ -16,7 +16,7 @@ def base_model_path(name: str) -> str:
         return str(smollm2_path())
     if kind(name) == "local":
         return str(repo_path(name))
-    from nbutils.hub import model_snapshot
+    from nbutils.sources.hub import model_snapshot
     return str(model_snapshot(name))
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nbutils import hub
-from nbutils.files import repo_path
-from nbutils.sources import looks_local
-from nbutils.ids import prompt_id
+from nbutils.sources import hub
+from nbutils.store.files import repo_path
+from nbutils.sources.kinds import looks_local
+from nbutils.store.ids import prompt_id
 
 
 class PromptError(ValueError):

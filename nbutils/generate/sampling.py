@@ -7,8 +7,8 @@ import pandas as pd
 
 from nbutils.chat import prompt_ids
 from nbutils.generate.backends import load_backend, pick_backend, sampling_seeds, timed_generate
-from nbutils.parallel import placement_free
-from nbutils.shards import run_sharded, write_parquet, write_shards
+from nbutils.exec.placement import placement_free
+from nbutils.store.shards import write_parquet, write_shards
 
 SCHEMA = ["prompt_id", "prompt", "all_generated_responses", "finish_reasons",
           "response_num_tokens", "prompt_num_tokens", "model", "backend", "iteration",
@@ -30,22 +30,19 @@ def kept_prompts(p: dict, tokenizer, rows: list[dict]) -> tuple[list[list[int]],
 
 def shard_fingerprint(p: dict, model: str, rows: list[dict], keep: list[int]) -> dict:
     """What the shards depend on: the params but where they run (a run resumes with any number of
-    workers: ``nbutils.parallel``), the model and the kept prompts."""
+    workers: ``nbutils.exec.placement``), the model and the kept prompts."""
     return {**placement_free(p), "model": model, "prompt_ids": [rows[i]["prompt_id"] for i in keep]}
 
 
-def generate_responses(stage, prompts, model: str, out_path, backend=None, progress: bool = True,
-                       shards: list[int] | None = None):
-    """Sample ``num_samples`` responses for every prompt and write ``out_path``.
-    Returns (DataFrame, stats). Resumes from finished shards in ``<out>.shards/``; the engine is
-    loaded for the first unfinished shard (a rerun with every shard done starts none).
-    ``backend``: an already loaded one to reuse (benchmarks), else one is loaded. ``shards``: one
-    worker's part of several (:func:`generate_over_workers`): only these shards, into a folder the
-    parent made fresh; returns (None, this worker's timings and new tokens)."""
-    p, t0 = stage.params, time.perf_counter()
+def sample_shards(params: dict, rows: list[dict], model: str, out_path, shards: list[int], backend=None) -> dict:
+    """A worker's part of stage 01: sample ``num_samples`` responses for the prompts of each shard
+    in ``shards`` (indices into the kept prompts' shards) into ``<out_path>.shards/``, which the
+    parent made fresh (:func:`generate_jobs`). The engine loads for the first shard (none when
+    ``shards`` is empty); ``backend``: an already loaded one (benchmarks). Returns this worker's
+    load and engine seconds and new tokens."""
+    p = params
     name = backend.name if backend else pick_backend(p["backend"])
     tokenizer = backend.tokenizer if backend else chat_tokenizer(model)
-    rows = prompts.to_list()
     ids, keep = kept_prompts(p, tokenizer, rows)
     engine_s, load_s, drawn = 0.0, 0.0, 0
 
@@ -72,21 +69,10 @@ def generate_responses(stage, prompts, model: str, out_path, backend=None, progr
             "max_new_tokens": p["max_new_tokens"], "seed": seed,
         } for i, ss, seed in zip(chunk, samples, seeds)], columns=SCHEMA)
 
-    fingerprint = shard_fingerprint(p, model, rows, keep)
-    if shards is not None:
-        size = p["shard_size"]
-        write_shards({i: keep[i * size: (i + 1) * size] for i in shards}, f"{out_path}.shards", fingerprint, work)
-        return None, {"load_seconds": load_s, "engine_seconds": engine_s, "new_tokens": drawn}
-    df, resumed = run_sharded(keep, p["shard_size"], f"{out_path}.shards", fingerprint, work,
-                              desc=f"sampling {p['num_samples']} per prompt ({name})" if progress else None)
-    write_parquet(df, out_path)
-    stats = summarize(df, skipped_long=len(rows) - len(keep))
-    stats.update(backend=name, model=model, load_seconds=round(load_s, 2),
-                 engine_seconds=round(engine_s, 2), shards_resumed=resumed,
-                 stage_seconds=round(time.perf_counter() - t0, 2))
-    if engine_s:
-        stats["new_tokens_per_second"] = round(stats["response_tokens"] / engine_s, 1)
-    return df, stats
+    size = p["shard_size"]
+    write_shards({i: keep[i * size: (i + 1) * size] for i in shards}, f"{out_path}.shards",
+                 shard_fingerprint(p, model, rows, keep), work)
+    return {"load_seconds": load_s, "engine_seconds": engine_s, "new_tokens": drawn}
 
 
 def chat_tokenizer(model: str):
@@ -95,80 +81,36 @@ def chat_tokenizer(model: str):
     return AutoTokenizer.from_pretrained(model)
 
 
-def _generate_in_child(jobs: list[tuple[dict, str]], rows: list[dict], model: str):
-    from types import SimpleNamespace
-
+def _sample_in_worker(tasks: list[tuple[int, dict, str, list[int]]], rows: list[dict], model: str) -> dict:
     from nbutils.logs import quiet
-    quiet()  # what the child prints goes to its log file; its progress is shown by the parent
-
-    from datasets import Dataset
-    return [generate_responses(SimpleNamespace(params=params), Dataset.from_list(rows), model, out_path,
-                               progress=False) for params, out_path in jobs]
+    quiet()  # what a worker prints goes to its log file; its progress is shown by the parent
+    return {j: sample_shards(params, rows, model, out_path, shards) for j, params, out_path, shards in tasks}
 
 
-def generate_in_child(params: dict, prompts, model: str, out_path, desc: str = "sampling") -> tuple[pd.DataFrame, dict]:
-    """:func:`generate_responses` in a process of its own, which ends when it is done: an
-    engine's memory (vLLM's KV cache, the GPU) is given back reliably only when its process
-    ends, and the next stage or model needs it. The progress bar is the parent's: it counts the
-    child's finished shards."""
-    return generate_jobs_in_child([(params, out_path)], prompts, model, desc)[0]
+def generate(params: dict, prompts, model: str, out_path, desc: str = "sampling") -> tuple[pd.DataFrame, dict]:
+    """Stage 01: ``num_samples`` responses per prompt from ``model`` into ``out_path`` (and its
+    ``.shards/``: a rerun resumes). Returns (DataFrame, stats). :func:`generate_jobs` of one job."""
+    return generate_jobs([(params, out_path)], prompts, model, desc)[0]
 
 
-def generate_jobs_in_child(jobs: list[tuple[dict, str]], prompts, model: str, desc: str = "sampling") -> list:
-    """Several (params, out_path) samplings of one model and prompts, one after the other in one
-    child process: the engine starts once (the jobs differ in sampling settings only). With more than
-    one worker (``devices`` / ``tensor_parallel_size``): :func:`generate_over_workers`."""
-    from pathlib import Path
+def generate_jobs(jobs: list[tuple[dict, str]], prompts, model: str, desc: str = "sampling") -> list:
+    """Several (params, out_path) samplings of one model and prompts (they differ in sampling
+    settings only), each engine started once for all of them, in worker processes
+    (``nbutils.exec.processes``): one per group of ``tensor_parallel_size`` of the ``devices`` GPUs
+    (on the CPU, a share of the cores each), one for one GPU. An engine's memory (vLLM's KV cache,
+    the GPU) is given back reliably only when its process ends, and the next stage or model needs it.
+    This process makes each job's shard folder fresh and deals the pending shards
+    (``nbutils.exec.placement.deal``), the workers sample them (each shard seeded by its index, so
+    the draws do not depend on the worker), and this process assembles the output in shard order:
+    the same rows with any number of workers. A rerun with every shard done starts no worker.
+    ``engine_seconds`` and ``load_seconds`` are the longest worker's."""
+    from nbutils.exec.devices import resolve_device
+    from nbutils.exec.placement import check_tensor_parallel, deal, worker_envs, workers_of
+    from nbutils.exec.processes import work_over
+    from nbutils.store.shards import done_shards, pending_shards, read_shards
 
-    from tqdm.auto import tqdm
-
-    from nbutils.parallel import check_tensor_parallel, workers_of
-    from nbutils.processes import in_child, refuse_if_running
-    from nbutils.workers import earlier_workers
     check_tensor_parallel(model, jobs[0][0].get("tensor_parallel_size", 1))
     visible = workers_of(jobs[0][0])
-    if len(visible) > 1:
-        return generate_over_workers(jobs, prompts, model, desc, visible)
-    refuse_if_running(earlier_workers(jobs[0][1]))  # an earlier attempt's workers, whatever their number
-    total = len(prompts) * len(jobs)
-    with tqdm(total=total, desc=desc, unit="prompt") as bar:
-        def poll():
-            bar.n = sum(min(len(prompts), p["shard_size"] * len(list(Path(f"{out}.shards").glob("shard-*.parquet"))))
-                        for p, out in jobs)
-            bar.refresh()
-        result = in_child(_generate_in_child, [(p, str(out)) for p, out in jobs], prompts.to_list(), model,
-                          poll=poll, log=Path(jobs[0][1]).with_suffix(".log"))
-        bar.n = total
-        bar.refresh()
-    return result
-
-
-def _generate_in_worker(tasks: list[tuple[int, dict, str, list[int]]], rows: list[dict], model: str) -> dict:
-    from types import SimpleNamespace
-
-    from nbutils.logs import quiet
-    quiet()
-
-    from datasets import Dataset
-    prompts = Dataset.from_list(rows)
-    return {j: generate_responses(SimpleNamespace(params=params), prompts, model, out_path, progress=False,
-                                  shards=shards)[1] for j, params, out_path, shards in tasks}
-
-
-def generate_over_workers(jobs: list[tuple[dict, str]], prompts, model: str, desc: str,
-                          visible: list[str]) -> list:
-    """:func:`generate_jobs_in_child` over one worker process per entry of ``visible`` (its
-    ``CUDA_VISIBLE_DEVICES``; on the CPU, its share of the cores), each with an engine of its own:
-    this process makes each job's shard folder fresh and deals the pending shards
-    (``nbutils.parallel.deal``), the workers sample them (each shard seeded by its index, so the
-    draws do not depend on the worker), and this process assembles the output in shard order: the
-    rows one worker would have written. Stats as one worker's, with ``workers``; ``engine_seconds``
-    and ``load_seconds`` are the longest worker's."""
-    from nbutils.devices import resolve_device
-    from nbutils.parallel import deal, worker_envs
-    from nbutils.shards import done_shards, pending_shards, read_shards
-    from nbutils.workers import work_over
-
     t0, rows, tokenizer = time.perf_counter(), prompts.to_list(), chat_tokenizer(model)
     kept = [kept_prompts(p, tokenizer, rows)[1] for p, _ in jobs]
     pending = [pending_shards(len(keep), p["shard_size"], f"{out}.shards", shard_fingerprint(p, model, rows, keep))
@@ -176,7 +118,7 @@ def generate_over_workers(jobs: list[tuple[dict, str]], prompts, model: str, des
     dealt = [deal(todo, len(visible)) for todo in pending]
     tasks = [[(j, p, str(out), dealt[j][k]) for j, (p, out) in enumerate(jobs) if dealt[j][k]]
              for k in range(len(visible))]
-    parts = work_over(_generate_in_worker, [(t, rows, model) if t else None for t in tasks],
+    parts = work_over(_sample_in_worker, [(t, rows, model) if t else None for t in tasks],
                       worker_envs(visible, resolve_device(jobs[0][0].get("device", "auto"))), jobs[0][1],
                       done=lambda: sum(min(len(keep), p["shard_size"] * done_shards(f"{out}.shards"))
                                        for (p, out), keep in zip(jobs, kept)),

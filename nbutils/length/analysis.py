@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from nbutils.evaluate.judging import LC, RUN
-from nbutils.files import read_json
-from nbutils.layout import RunFolder
+from nbutils.store.files import read_json
+from nbutils.store.paths import RunFolder
 from nbutils.rerank.dataset import load_split, split_names
 
 SPPO_CSV = Path(__file__).parent.parent / "data" / "sppo_iterations.csv"

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from nbutils.figures import save
+from nbutils.show.figures import save
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 SHORT = {"Mistral-7B-Instruct-v0.2": "Mistral-7B-Instruct", "Snorkel-Mistral-PairRM-DPO": "Snorkel",

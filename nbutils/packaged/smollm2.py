@@ -15,7 +15,7 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-from nbutils.files import CACHE_DIR, cached_build, write_json
+from nbutils.store.files import CACHE_DIR, cached_build, write_json
 
 NAME = "smollm2-135m-instruct"              # the ``base_model`` name
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the hub (Apache-2.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from nbutils.chat import conversation
-from nbutils.files import atomic_path
+from nbutils.store.files import atomic_path
 
 COLUMNS = ["prompt_id", "prompt", "chosen", "rejected", "messages", "score_chosen", "score_rejected",
            "all_generated_responses", "all_rm_scores"]

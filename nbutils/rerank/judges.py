@@ -7,7 +7,7 @@ score names its judge.
 from __future__ import annotations
 
 from nbutils.rerank.rankers import load_ranker
-from nbutils.sources import SELF
+from nbutils.sources.kinds import SELF
 
 
 def judge_model(stage) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from nbutils.ids import derive_seed
+from nbutils.store.ids import derive_seed
 
 Selection = Callable[[list[str], list, random.Random, dict], tuple[int, int]]
 SELECTIONS: dict[str, Selection] = {}

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from nbutils.chat import conversation
-from nbutils.files import repo_path
+from nbutils.store.files import repo_path
 from nbutils.rerank.pointwise import PointwiseRanker, RankerError
-from nbutils.sources import SELF, TINY_RANKERS, is_function_spec, looks_local
+from nbutils.sources.kinds import SELF, TINY_RANKERS, is_function_spec, looks_local
 
 
 def local_dir(name: str) -> Path:
@@ -33,7 +33,7 @@ def local_dir(name: str) -> Path:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"ranker: no config.json in {path} (a ranker directory is expected)")
         return path
-    from nbutils.hub import model_snapshot
+    from nbutils.sources.hub import model_snapshot
     return model_snapshot(name)
 
 
@@ -173,7 +173,7 @@ def load_ranker(name: str, device: str | None = None, policy: str | None = None,
         raise RankerError("ranker/judge self: no model to judge with; pass policy=<model folder> to load_ranker "
                           "(or load it with nbutils.rerank.judges.stage_ranker(stage), which picks the model)")
     if device is None:
-        from nbutils.devices import resolve_device
+        from nbutils.exec.devices import resolve_device
         device = resolve_device("auto")
     if name == SELF:
         if (name, device, policy) not in _LOADED:

@@ -16,9 +16,9 @@ import pandas as pd
 from nbutils.rerank import dataset
 from nbutils.rerank.pairs import select_pairs
 from nbutils.rerank.rankers import load_ranker
-from nbutils.rerank.judges import judge_model, label, stage_ranker
-from nbutils.shards import run_sharded, write_shards
-from nbutils.sources import SELF
+from nbutils.rerank.judges import judge_model, label
+from nbutils.store.shards import write_shards
+from nbutils.sources.kinds import SELF
 
 REQUIRED = ["prompt_id", "prompt", "all_generated_responses"]
 
@@ -46,8 +46,9 @@ def fingerprint(stage, generations: pd.DataFrame) -> dict:
 
 
 def score_rows(stage, ranker, rows: list[dict]) -> tuple[pd.DataFrame, float]:
-    """One shard's ``all_rm_scores`` (``None`` for empty responses), and the seconds the ranker took.
-    ``stage``: the Stage, or its params."""
+    """One shard's ``all_rm_scores`` (``None`` for empty responses), with how much of each row the
+    ranker cut (``truncated_*`` columns, when it cuts: its source and candidate limits), and the
+    seconds the ranker took. ``stage``: the Stage, or its params."""
     keep = [[j for j, r in enumerate(row["all_generated_responses"]) if r.strip()] for row in rows]
     t0 = time.perf_counter()
     scored = ranker.score([row["prompt"] for row in rows],
@@ -59,27 +60,16 @@ def score_rows(stage, ranker, rows: list[dict]) -> tuple[pd.DataFrame, float]:
         full = [None] * len(row["all_generated_responses"])
         for j, value in zip(k, s):
             full[j] = float(value)
-        out.append({"prompt_id": row["prompt_id"], "all_rm_scores": full})
-    return pd.DataFrame(out, columns=["prompt_id", "all_rm_scores"]), elapsed
+        cut = ranker.truncation([row["prompt"]], [list(row["all_generated_responses"])])
+        out.append({"prompt_id": row["prompt_id"], "all_rm_scores": full,
+                    **{f"truncated_{key}": value for key, value in cut.items()}})
+    return pd.DataFrame(out), elapsed
 
 
-def score_responses(stage, generations: pd.DataFrame, ranker, shard_dir: Path) -> tuple[list, dict]:
-    """``all_rm_scores`` per prompt (``None`` for empty responses) and timing stats. With ``devices``
-    above 1, :func:`score_over_workers` (``ranker`` then scores nothing: each worker loads its own)."""
-    rows = generations.to_dict("records")
-    if stage.params.get("devices", 1) > 1:
-        return score_over_workers(stage, rows, shard_dir, fingerprint(stage, generations))
-    elapsed = 0.0
-
-    def work(chunk, shard):
-        nonlocal elapsed
-        df, secs = score_rows(stage, ranker, [rows[i] for i in chunk])
-        elapsed += secs
-        return df
-
-    df, resumed = run_sharded(list(range(len(rows))), stage["shard_size"], shard_dir,
-                              fingerprint(stage, generations), work, desc="scoring responses")
-    return scores_of(df), {"ranker_seconds": round(elapsed, 2), "shards_resumed": resumed}
+def truncation_stats(df: pd.DataFrame) -> dict:
+    """The ranker's cuts over all shards: prompts and responses it read in part, and its limits."""
+    cut = {c.removeprefix("truncated_"): df[c] for c in df.columns if c.startswith("truncated_")}
+    return {k: int(v.sum()) if "maxlength" not in k else int(v.max()) for k, v in cut.items()}
 
 
 def scores_of(df: pd.DataFrame) -> list:
@@ -102,14 +92,17 @@ def _score_in_worker(params: dict, device: str, chunks: dict[int, list[dict]], s
     return elapsed
 
 
-def score_over_workers(stage, rows: list[dict], shard_dir: Path, stamp: dict) -> tuple[list, dict]:
-    """:func:`score_responses` over ``devices`` worker processes (one GPU each; on the CPU, a share of
-    the cores each), each with a ranker of its own: this process makes the shard folder fresh and deals
-    the pending shards, the workers score them, and this process reads them in shard order (the
-    scores of one worker: a prompt's scores do not depend on its batch's other prompts)."""
-    from nbutils.parallel import deal, worker_devices, worker_envs
-    from nbutils.shards import done_shards, pending_shards, read_shards
-    from nbutils.workers import work_over
+def score_responses(stage, generations: pd.DataFrame, shard_dir: Path) -> tuple[list, dict]:
+    """``all_rm_scores`` per prompt (``None`` for empty responses) and stats, in worker processes
+    (``nbutils.exec.processes``): one per GPU of ``devices`` (on the CPU, a share of the cores each),
+    each with a ranker of its own, which it loads only when it has shards to score. This process
+    makes the shard folder fresh and deals the pending shards, the workers score them, and this
+    process reads them in shard order: the scores of one worker (a prompt's scores do not depend on
+    its batch's other prompts)."""
+    from nbutils.exec.placement import deal, worker_devices, worker_envs
+    from nbutils.exec.processes import work_over
+    from nbutils.store.shards import done_shards, pending_shards, read_shards
+    rows, stamp = generations.to_dict("records"), fingerprint(stage, generations)
     size, envs = stage["shard_size"], worker_envs(worker_devices(stage["devices"]), stage.device)
     path, model = judge_model(stage) if stage["ranker"] == SELF else (None, None)
     pending = pending_shards(len(rows), size, shard_dir, stamp)
@@ -119,16 +112,15 @@ def score_over_workers(stage, rows: list[dict], shard_dir: Path, stamp: dict) ->
                         done=lambda: size * done_shards(shard_dir), total=len(rows), desc="scoring responses")
     df = read_shards(len(rows), size, shard_dir)
     return scores_of(df), {"ranker_seconds": round(max(seconds.values(), default=0.0), 2),
-                           "shards_resumed": -(-len(rows) // size) - len(pending), "workers": len(envs)}
+                           "shards_resumed": -(-len(rows) // size) - len(pending), "workers": len(envs),
+                           **truncation_stats(df)}
 
 
-def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[dict, dict]:
-    """Score, select and write the dataset; returns ({split: DataFrame}, stats).
-    ``ranker``: an already loaded one to reuse (cell reruns, benchmarks)."""
+def rerank(stage, generations_path: Path, out_dir: Path) -> tuple[dict, dict]:
+    """Score (:func:`score_responses`), select and write the dataset; returns ({split: DataFrame}, stats)."""
     t0, n = time.perf_counter(), stage["iteration"]
     generations = load_generations(generations_path, n)
-    ranker = ranker or stage_ranker(stage)
-    scores, stats = score_responses(stage, generations, ranker, out_dir.parent / f"{out_dir.name}.scores")
+    scores, stats = score_responses(stage, generations, out_dir.parent / f"{out_dir.name}.scores")
     rows = [{**r, "all_generated_responses": list(r["all_generated_responses"]), "all_rm_scores": s}
             for r, s in zip(generations[REQUIRED].to_dict("records"), scores)]
     selected, skipped = select_pairs(rows, stage["pair_selection"], stage["seed"], stage.params)
@@ -144,7 +136,6 @@ def rerank(stage, generations_path: Path, out_dir: Path, ranker=None) -> tuple[d
              "prompts_with_other_response_counts": sum(c != max(counts) for c in counts) if counts else 0,
              **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
              **dataset.length_stats(pd.concat([train, test])),
-             **ranker.truncation([r["prompt"] for r in rows], [r["all_generated_responses"] for r in rows]),
              **stats, "ranker": judge, "pair_selection": stage["pair_selection"],
              "length_penalty": stage["length_penalty"]}
     if stage["push_to_hub"]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from nbutils.chat import prompt_ids
 from nbutils.rerank.pointwise import PointwiseRanker, RankerError
-from nbutils.sources import SELF
+from nbutils.sources.kinds import SELF
 
 RUBRIC = (
     "Review the user's question and the response using the additive 5-point scoring system below.\n"

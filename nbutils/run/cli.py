@@ -6,8 +6,8 @@ import os
 import sys
 
 from nbutils.run import params as P
-from nbutils.devices import DeviceError
-from nbutils.hub import HubError
+from nbutils.exec.devices import DeviceError
+from nbutils.sources.hub import HubError
 from nbutils.run.lock import RunLocked
 from nbutils.run.preflight import PreflightError
 from nbutils.run.runner import DiskFull

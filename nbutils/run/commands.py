@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from nbutils.evaluate import answers, judging
-from nbutils.files import write_csv, write_json
+from nbutils.store.files import write_csv, write_json
 
 
 class InputError(ValueError):
@@ -87,8 +87,8 @@ def calibrate_judge(values: dict) -> pd.DataFrame:
     ``calibration_models`` (AlpacaEval's first ``eval_instructions``; 0: all 805); writes
     ``runs/<run>/judge_calibration/``: per-model table, correlations, a figure, calibration.json."""
     from nbutils.evaluate import calibration
-    from nbutils.figures import calibration_scatter
-    from nbutils.hub import alpaca_eval
+    from nbutils.evaluate.figures import calibration_scatter
+    from nbutils.sources.hub import alpaca_eval
     from nbutils.rerank.judges import label as judge_label, stage_ranker
     from nbutils.run.stage import stage_for
     stage = stage_for("04_evaluate", values)

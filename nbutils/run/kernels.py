@@ -16,7 +16,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 
 
 def checkout_first(pythonpath: str | None) -> str:

@@ -16,9 +16,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from nbutils import manifests
-from nbutils.files import repo_path
-from nbutils.sources import HUB_ID, kind
+from nbutils.store import manifests
+from nbutils.store.files import repo_path
+from nbutils.sources.kinds import HUB_ID, kind
 
 # Params that name something read from outside the run, and the hub repo type of each.
 SOURCES = {"prompts_dataset": "dataset", "base_model": "model", "ranker": "model", "eval_dataset": "dataset",
@@ -45,7 +45,7 @@ def source(name: str, repo_type: str) -> str:
         from nbutils.packaged.smollm2 import gguf_file
         return f"packaged:{gguf_file()[1][:16]}"
     if k == "hub" and HUB_ID.match(name):
-        from nbutils.hub import cached_revision
+        from nbutils.sources.hub import cached_revision
         return f"hub:{cached_revision(name, repo_type) or 'not fetched'}"
     return k
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from nbutils.files import REPO_ROOT, repo_path
+from nbutils.store.files import REPO_ROOT, repo_path
 from nbutils.run.rules import RULES, check_relations
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"

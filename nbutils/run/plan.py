@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nbutils.files import repo_path
+from nbutils.store.files import repo_path
 
 from nbutils.run.throughput import (DP_EFFICIENCY, DPO_COST, GPU, GPUS, PAD_SHARE, PAIRRM_CANDIDATE, PAIRRM_PAD,
                                     PAIRRM_SOURCE, PAIRRM_UTIL, TP_EFFICIENCY)

@@ -15,8 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT, repo_path, size_text
-from nbutils.sources import hub_ids, looks_local
+from nbutils.store.files import REPO_ROOT, repo_path, size_text
+from nbutils.sources.kinds import hub_ids, looks_local
 
 
 @dataclass
@@ -37,7 +37,7 @@ def hub_models(values: dict) -> list[str]:
 
 
 def cuda_check(values: dict) -> Check:
-    from nbutils.devices import DeviceError, resolve_device
+    from nbutils.exec.devices import DeviceError, resolve_device
     try:
         if resolve_device(values["device"]) == "cpu":
             return Check("CUDA", True, "not used: the CPU" + (" (device: cpu)" if values["device"] == "cpu" else ""))
@@ -111,7 +111,7 @@ def hub_checks(values: dict) -> list[Check]:
     """Token, access to each hub model, each dataset id and split, AlpacaEval's files."""
     from huggingface_hub import HfApi, get_hf_file_metadata, get_token, hf_hub_url
 
-    from nbutils.hub import ALPACA_EVAL, ALPACA_EVAL_FILES, explain
+    from nbutils.sources.hub import ALPACA_EVAL, ALPACA_EVAL_FILES, explain
     api, out = HfApi(), [Check("HF token", True, "set" if get_token() else "none (fine unless a repo is gated)")]
     for repo in hub_models(values):
         try:  # the metadata is public even for a gated repo; reading a file needs the access
@@ -160,7 +160,7 @@ def report(checks: list[Check]) -> str:
 def fetch_models(values: dict) -> dict[str, str]:
     """Download each hub model the run loads (and PairRM's backbone) before the first stage;
     returns {hub id: local snapshot}."""
-    from nbutils.hub import model_snapshot
+    from nbutils.sources.hub import model_snapshot
     from nbutils.compat.llm_blender import backbone_name
     local = {}
     for repo in hub_models(values):
@@ -175,7 +175,7 @@ def fetch_models(values: dict) -> dict[str, str]:
 def gpu_here() -> str:
     """The plan's name for this machine's GPU (the nearest card by memory when it is not in the
     table); ``h100``, the presets' target, when there is none."""
-    from nbutils.devices import cuda_problem
+    from nbutils.exec.devices import cuda_problem
     from nbutils.run.plan import GPUS
     if cuda_problem():
         return "h100"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from nbutils.evaluate.judging import lc_legend
-from nbutils.files import atomic_path, read_json
-from nbutils.layout import RunFolder
+from nbutils.store.files import atomic_path, read_json
+from nbutils.store.paths import RunFolder
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 TEMPLATE = TEMPLATES / "report.html.j2"

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-from nbutils.files import repo_path
-from nbutils.sources import (HUB_ID, LOCAL_SUFFIXES, PACKAGED_MODELS, SELF, TINY_MODELS, TINY_RANKERS, is_function_spec,
+from nbutils.store.files import repo_path
+from nbutils.sources.kinds import (HUB_ID, LOCAL_SUFFIXES, PACKAGED_MODELS, SELF, TINY_MODELS, TINY_RANKERS, is_function_spec,
                              looks_local)
 
 
@@ -224,7 +224,7 @@ def check_relations(v: dict) -> list[str]:
 
 
 def parallel_relations(v: dict) -> list[str]:
-    """Rules between the keys of more than one GPU (``nbutils.parallel``)."""
+    """Rules between the keys of more than one GPU (``nbutils.exec.placement``)."""
     problems, tp, devices = [], v.get("tensor_parallel_size", 1), v.get("devices", 1)
     if devices % tp:
         problems.append(f"tensor_parallel_size: {tp} does not divide devices ({devices}): each engine takes "

@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 
 from nbutils.run import params as P
-from nbutils.files import REPO_ROOT, size_text, write_json
-from nbutils.layout import RUN_STAGE_DIRS, RunFolder
+from nbutils.store.files import REPO_ROOT, size_text, write_json
+from nbutils.store.paths import RUN_STAGE_DIRS, RunFolder
 from nbutils.run.stage import stage_for
 
 # Stages run for every iteration, in order; then once for the whole run.

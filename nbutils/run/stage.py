@@ -3,7 +3,7 @@
 A notebook's resolve cell calls :func:`resolve_notebook`, which removes the stage's
 manifest (nothing it writes is trusted until it commits); its last cell calls
 :meth:`Stage.finish`, which commits: a manifest of the params hash, the inputs'
-fingerprints and every output file's size and hash (``nbutils.manifests``). The runner
+fingerprints and every output file's size and hash (``nbutils.store.manifests``). The runner
 skips a stage whose manifest matches its params and inputs and whose outputs are intact,
 and says why it reruns one that does not.
 """
@@ -15,12 +15,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils import manifests
-from nbutils.parallel import placement_free
+from nbutils.store import manifests
+from nbutils.exec.placement import placement_free
 from nbutils.run import lineage
 from nbutils.run import params as P
-from nbutils.files import update_json, write_json
-from nbutils.layout import ParamsView
+from nbutils.store.files import update_json, write_json
+from nbutils.store.paths import ParamsView
 
 
 # Where a run lives is not what it is: a run folder moved or copied whole is still done.
@@ -33,7 +33,7 @@ RUN_LENGTH = ("num_iterations",)
 def identity(values: dict) -> dict:
     """The params that make a stage's work what it is (all but where the run lives, how many iterations
     it has when the stage is one iteration's, and, unless training is distributed, on how many devices:
-    ``nbutils.parallel.placement_free``)."""
+    ``nbutils.exec.placement.placement_free``)."""
     skip = LOCATION + (RUN_LENGTH if "iteration" in values else ())
     return {k: v for k, v in placement_free(values).items() if k not in skip}
 
@@ -64,7 +64,7 @@ class Stage(ParamsView):
     @property
     def device(self) -> str:
         """``cuda`` or ``cpu``: the ``device`` param checked against this machine."""
-        from nbutils.devices import resolve_device
+        from nbutils.exec.devices import resolve_device
         return resolve_device(self.params.get("device", "auto"))
 
     @property
@@ -76,7 +76,7 @@ class Stage(ParamsView):
         import pandas as pd
 
         vocab = P.vocabulary()
-        from nbutils.tables import whole
+        from nbutils.show.tables import whole
         return whole(pd.DataFrame([{"param": k, "value": repr(v), "help": vocab[k].help}
                                    for k, v in self.params.items()]).set_index("param"))
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from nbutils import files
-from nbutils.files import CACHE_DIR, atomic_path  # noqa: F401  (CACHE_DIR: the tiny models' home)
+from nbutils.store import files
+from nbutils.store.files import CACHE_DIR, atomic_path  # noqa: F401  (CACHE_DIR: the tiny models' home)
 
 
 def spec_key(spec) -> str:
@@ -16,5 +16,5 @@ def spec_key(spec) -> str:
 
 
 def cached_build(target: Path, build) -> Path:
-    """:func:`nbutils.files.cached_build` with the tiny models' marker, ``tiny_spec.json``."""
+    """:func:`nbutils.store.files.cached_build` with the tiny models' marker, ``tiny_spec.json``."""
     return files.cached_build(target, build, "tiny_spec.json")

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from nbutils.ids import prompt_id
+from nbutils.store.ids import prompt_id
 
 DATA_DIR = Path(__file__).parent.parent / "data"
 TRAIN_PROMPTS = DATA_DIR / "tiny_prompts.jsonl"

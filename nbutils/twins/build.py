@@ -20,8 +20,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT
-from nbutils.hub import ALPACA_EVAL, ALPACA_EVAL_FILES
+from nbutils.store.files import REPO_ROOT
+from nbutils.sources.hub import ALPACA_EVAL, ALPACA_EVAL_FILES
 from nbutils.twins.smollm2 import SMOLLM2, smollm2_twin
 
 ALPACA_DATA = Path(os.environ.get("NBUTILS_ALPACA_EVAL_DATA", REPO_ROOT.parent / "shared" / "alpaca_eval"))
@@ -75,7 +75,7 @@ def _pair_rows(prompts: list[dict], seed: int, snorkel: bool) -> list[dict]:
 def _dataset_twin(repo: Path, title: str, splits: dict[str, int], snorkel: bool) -> None:
     from datasets import Dataset
 
-    from nbutils.ids import prompt_id
+    from nbutils.store.ids import prompt_id
     from nbutils.tiny.corpus import all_prompts
     prompts = [{**p, "prompt_id": prompt_id(p["prompt"])} for p in all_prompts()]
     start = 0

@@ -18,7 +18,7 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from nbutils.published import ANNOTATIONS, COMMIT, REPO
+from nbutils.sources.published import ANNOTATIONS, COMMIT, REPO
 from nbutils.twins.build import ALPACA_DATA
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from nbutils.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT
 
 OLAH = Path(os.environ.get("NBUTILS_OLAH", REPO_ROOT / ".venv-hub" / "bin" / "olah-cli"))
 

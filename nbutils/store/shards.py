@@ -3,20 +3,21 @@
 A killed run leaves whole shards only; rerunning skips them. A fingerprint of
 what the work depends on is kept beside the shards, and shards made under
 another fingerprint are discarded, never mixed in. Over several workers
-(``nbutils.workers``), the parent makes the folder fresh and lists the pending
+(``nbutils.exec.processes``), the parent makes the folder fresh and lists the pending
 shards (:func:`pending_shards`), each worker writes the shards dealt to it
 (:func:`write_shards`), and the parent reads them all (:func:`read_shards`).
 """
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from nbutils.files import atomic_path, fresh_for, read_json
+from nbutils.store.files import atomic_path, fresh_for, read_json
 
 
 def write_parquet(df: pd.DataFrame, target: str | Path) -> None:
@@ -31,28 +32,6 @@ def shard_path(shard_dir: str | Path, i: int) -> Path:
 def shard_paths(n_items: int, shard_size: int, shard_dir: str | Path) -> list[Path]:
     """The file of each shard of ``n_items`` in chunks of ``shard_size``, in order."""
     return [shard_path(shard_dir, i) for i in range(-(-n_items // shard_size))]
-
-
-def run_sharded(items: Sequence, shard_size: int, shard_dir: str | Path, fingerprint: dict,
-                work: Callable[[Sequence, int], pd.DataFrame], desc: str | None) -> tuple[pd.DataFrame, int]:
-    """Apply ``work(chunk, shard_index)`` to ``items`` in chunks of ``shard_size``,
-    keeping each result in ``shard_dir``; return (all rows, shards resumed). A progress bar
-    named ``desc`` (none when ``desc`` is None: a parent process shows it)."""
-    shard_dir = Path(shard_dir)
-    fresh_for(shard_dir, fingerprint, "inputs or params")
-    starts = range(0, len(items), shard_size)
-    paths = shard_paths(len(items), shard_size, shard_dir)
-    resumed = sum(p.exists() for p in paths)
-    if resumed:
-        print(f"resuming: {resumed} of {len(paths)} shards already done")
-    with tqdm(total=len(items), desc=desc, unit="prompt", disable=desc is None) as bar:
-        for i, (start, path) in enumerate(zip(starts, paths)):
-            chunk = items[start: start + shard_size]
-            if not path.exists():
-                write_parquet(work(chunk, i), path)
-            bar.update(len(chunk))
-    frames = [pd.read_parquet(p) for p in paths]
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), resumed
 
 
 def done_shards(shard_dir: str | Path) -> int:
@@ -86,7 +65,20 @@ def write_shards(chunks: dict[int, Sequence], shard_dir: str | Path, fingerprint
         if not path.exists():
             write_parquet(work(chunk, i), path)
             written += 1
+            pause_point(written)
     return written
+
+
+def pause_point(written: int) -> None:
+    """Tests only: with ``NBUTILS_TEST_PAUSE=<n>:<folder>``, after this process's ``n``-th shard,
+    say so (``<folder>/paused-<pid>``) and wait for ``<folder>/resume``."""
+    spec = os.environ.get("NBUTILS_TEST_PAUSE")
+    if not spec or int(spec.split(":", 1)[0]) != written:
+        return
+    folder = Path(spec.split(":", 1)[1])
+    (folder / f"paused-{os.getpid()}").touch()
+    while not (folder / "resume").exists():
+        time.sleep(0.02)
 
 
 def read_shards(n_items: int, shard_size: int, shard_dir: str | Path) -> pd.DataFrame:

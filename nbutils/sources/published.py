@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from nbutils.files import CACHE_DIR, atomic_path
+from nbutils.store.files import CACHE_DIR, atomic_path
 
 REPO, COMMIT = "tatsu-lab/alpaca_eval", "cd543a149df89434d8a54582c0151c0b945c3d20"  # August 2025
 ANNOTATIONS = "weighted_alpaca_eval_gpt4_turbo/annotations.json"

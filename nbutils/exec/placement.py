@@ -29,10 +29,16 @@ def placement_free(values: dict) -> dict:
 
 
 def worker_devices(devices: int, tensor_parallel_size: int = 1) -> list[str]:
-    """``CUDA_VISIBLE_DEVICES`` of each worker: ``devices`` GPUs in groups of ``tensor_parallel_size``."""
+    """``CUDA_VISIBLE_DEVICES`` of each worker: ``devices`` GPUs in groups of ``tensor_parallel_size``,
+    taken from this process's own ``CUDA_VISIBLE_DEVICES`` when it has one (``CUDA_VISIBLE_DEVICES=3``
+    and ``devices: 1`` is GPU 3, not GPU 0)."""
     if devices % tensor_parallel_size:
         raise ValueError(f"tensor_parallel_size: {tensor_parallel_size} does not divide devices ({devices})")
-    ids = [str(i) for i in range(devices)]
+    mine = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if mine and len(mine) < devices:
+        raise ValueError(f"devices: {devices}, but CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} shows "
+                         f"{len(mine)}; set devices to at most {len(mine)} or show more GPUs")
+    ids = mine[:devices] if mine else [str(i) for i in range(devices)]
     return [",".join(ids[i: i + tensor_parallel_size]) for i in range(0, devices, tensor_parallel_size)]
 
 
@@ -63,7 +69,7 @@ def check_tensor_parallel(model: str, tensor_parallel_size: int) -> None:
                          f"to a multiple of it)")
 
 
-CPUS = "NBUTILS_WORKER_CPUS"  # a worker's cores on the CPU: it binds itself to them (nbutils.workers)
+CPUS = "NBUTILS_WORKER_CPUS"  # a worker's cores on the CPU: it binds itself to them (nbutils.exec.processes)
 
 
 def worker_envs(visible: list[str], device: str) -> list[dict]:

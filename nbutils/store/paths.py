@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbutils.files import repo_path
-from nbutils.manifests import committed
+from nbutils.store.files import repo_path
+from nbutils.store.manifests import committed
 
 # Whole-run stages (no ``iteration`` param) and the folder of the run each writes to.
 RUN_STAGE_DIRS = {"04_evaluate": "evaluation", "05_length_analysis": "length_analysis"}
@@ -86,7 +86,7 @@ class RunFolder:
         return self.iteration(n) / "dpo_checkpoints"
 
     def manifest(self, notebook: str, n: int | None = None) -> Path:
-        """What ``notebook`` committed for iteration ``n`` (or for the whole run): ``nbutils.manifests``."""
+        """What ``notebook`` committed for iteration ``n`` (or for the whole run): ``nbutils.store.manifests``."""
         folder = self.iteration(n) if n is not None else self.stage_dir(notebook)
         return folder / f"{notebook}.manifest.json"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from nbutils.files import repo_path
+from nbutils.store.files import repo_path
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -1,7 +1,12 @@
-"""Work over several processes at once: one per group of devices, each a spawned process of its
-own (``nbutils.processes``: it dies with its parent, records itself in a pid file and prints to a
-log file of its own) with its own environment (``nbutils.parallel.worker_envs``: its GPUs, or on
-the CPU its cores). The first that fails stops the others, and one error names it.
+"""Work in child processes: the one way the workbook runs work outside the notebook's process.
+
+:func:`run_workers` runs ``fn(*args[k])`` in spawned worker ``k`` (a fresh interpreter: no CUDA or
+engine state inherited) with its own environment (its GPUs, or on the CPU its share of the cores:
+``nbutils.exec.placement.worker_envs``). Each worker dies with its parent, records itself in a pid
+file and prints to a log file of its own; the parent shows progress (``poll``); the first worker
+that fails stops the others and its error is raised here, naming it and its log. One GPU is one
+worker; ``devices: N`` is N of them. :func:`work_over` is that over a stage's shards
+(``nbutils.store.shards``), with one progress bar.
 """
 from __future__ import annotations
 
@@ -13,8 +18,60 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from nbutils.parallel import CPUS, take_share
-from nbutils.processes import refuse_if_running, start_child
+from nbutils.exec.placement import CPUS, take_share
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child: the kernel sends it SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``),
+    so a killed runner or notebook leaves no sampler holding the GPU and writing shards."""
+    if hasattr(os, "sched_getaffinity"):  # Linux
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), None if it is gone:
+    with the pid, an identity that a reused pid does not share."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def still_running(pidfile: Path) -> int | None:
+    """The pid recorded in ``pidfile`` if that very process still runs."""
+    try:
+        pid, start = pidfile.read_text().split()
+        return int(pid) if started(int(pid)) == start else None
+    except (OSError, ValueError):
+        return None
+
+
+def refuse_if_running(pidfiles: list[Path]) -> None:
+    """Refuse to start while a child of an earlier attempt, recorded in one of ``pidfiles``, still
+    works (started by a kernel or runner that is not ours): two would write the same shards."""
+    for pidfile in pidfiles:
+        earlier = still_running(pidfile)
+        if earlier:
+            raise RuntimeError(f"an earlier attempt still works on {pidfile.parent} (pid {earlier}, see "
+                               f"{pidfile}): let it finish, or stop it (kill {earlier}), then rerun")
+
+
+def start_child(parent: int, log: str | None) -> None:
+    """A child's first steps: die with ``parent``; record itself in ``<log>.pid``; send what it
+    prints (an engine's warnings, C++ notes) to ``log`` instead of the terminal, unless library
+    logs are asked for."""
+    die_with_parent(parent)
+    if log:
+        Path(log).with_suffix(".pid").write_text(f"{os.getpid()} {started(os.getpid())}\n")
+    from nbutils.logs import level
+    if log and level() == "WARNING":
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
 SHARDS_KEPT = "Finished shards are kept: rerunning the stage redoes the rest (with any number of workers)"
@@ -68,9 +125,11 @@ def run_workers(fn: Callable, args: Sequence[tuple], envs: Sequence[dict], logs:
                 numbers: Sequence[int] | None = None) -> list:
     """``fn(*args[k])`` in spawned worker ``k`` with ``envs[k]`` in its environment and its output in
     ``logs[k]``, all at once; returns their results in order. ``poll()`` is called every ``every``
-    seconds meanwhile (progress). When a worker raises or dies (killed, out of memory), the others are
-    killed and a :class:`WorkerError` names it (``numbers[k]``, else ``k``), its log and ``hint`` (what
-    a rerun does). Refuses to start while an earlier attempt's worker still runs (its pid file)."""
+    seconds meanwhile (progress). When a worker raises, the others are killed and its exception is
+    raised here (its own type: a ``HubError`` stays one), noted with the worker (``numbers[k]``, else
+    ``k``), its devices, its log, its traceback and ``hint`` (what a rerun does); one that does not
+    unpickle here, or a worker that dies (killed, out of memory), is a :class:`WorkerError` saying so.
+    Refuses to start while an earlier attempt's worker still runs (its pid file)."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -102,12 +161,17 @@ def run_workers(fn: Callable, args: Sequence[tuple], envs: Sequence[dict], logs:
                     code = procs[k].exitcode
                     how = (f"was killed ({signal.Signals(-code).name})" if code and code < 0
                            else f"exited with code {code}")
-                    raise WorkerError(_failure(numbers[k], envs[k], how, logs[k], hint)) from None
+                    raise WorkerError(_failure(numbers[k], envs[k], how, logs[k], hint, len(procs))) from None
                 if kind == "error":
                     text, tb, payload = value
-                    error = WorkerError(_failure(numbers[k], envs[k], f"failed: {text}", logs[k], hint))
+                    what = _failure(numbers[k], envs[k], f"failed: {text}", logs[k], hint, len(procs))
+                    error = _loads(payload)
+                    if error is None:
+                        error = WorkerError(what)
+                    else:
+                        error.add_note(what)
                     error.add_note(f"worker {numbers[k]}'s traceback:\n{tb}")
-                    raise error from _loads(payload)
+                    raise error
                 results[k] = value
             if poll:
                 poll()
@@ -143,13 +207,14 @@ def work_over(fn: Callable, args: Sequence[tuple | None], envs: Sequence[dict], 
     return dict(zip(busy, results))
 
 
-def _failure(k: int, env: dict, how: str, log: Path, hint: str) -> str:
-    return (f"worker {k} ({where(env)}) {how}; the other workers were stopped. "
-            f"Its output: {log}. {hint}").strip()
+def _failure(k: int, env: dict, how: str, log: Path, hint: str, workers: int) -> str:
+    others = "; the other workers were stopped" if workers > 1 else ""
+    return f"worker {k} ({where(env)}) {how}{others}. Its output: {log}. {hint}".strip()
 
 
 def _loads(payload: bytes | None) -> BaseException | None:
     try:
-        return pickle.loads(payload) if payload else None
+        error = pickle.loads(payload) if payload else None
+        return error if isinstance(error, BaseException) else None
     except Exception:  # a class that does not unpickle here: the text says it all
         return None
