@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 
 from nbutils.dpo.launch_command import command, preflight
-from nbutils.store.files import REPO_ROOT
+from nbutils.store.files import REPO_ROOT, checkout_first
 
 
 def folder(stage) -> Path:
     """Where the launch keeps its spec, log, progress and result: ``iter_<n>/dpo_launch/``."""
-    return stage.run.iteration(stage["iteration"]) / "dpo_launch"
+    return stage.run.dpo_launch(stage["iteration"])
 
 
 def child_env(devices: int) -> dict:
@@ -34,7 +34,7 @@ def child_env(devices: int) -> dict:
     nbutils), CPU threads shared between the processes (torchrun prints a banner when it sets them
     itself), and no progress bars of datasets or transformers (one per process, in a pipe: noise)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
+    env["PYTHONPATH"] = checkout_first(env.get("PYTHONPATH"))
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
     env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars too

@@ -139,7 +139,7 @@ def run_rows(run_dir: Path, num_iterations: int) -> pd.DataFrame:
 def compare(run_dir: Path, other_dir: Path, num_iterations: int) -> pd.DataFrame:
     """This run and another side by side, per iteration: columns (measure, run name).
     The other run's iterations are read from its ``config.json``."""
-    config = read_json(other_dir / "config.json")
+    config = read_json(RunFolder(other_dir).config)
     if config is None:
         raise FileNotFoundError(f"compare_run: {other_dir} is not a run (no config.json); make it first, "
                                 f"e.g. python -m nbutils run -f params/tiny.yaml")
@@ -156,7 +156,7 @@ def comparison(run_dir: Path, compare_run: str, num_iterations: int) -> pd.DataF
         print("compare_run is empty: no side-by-side comparison (the -lc presets name the plain run)")
         return None
     other = run_dir.parent / compare_run
-    if not (other / "config.json").exists():
+    if not RunFolder(other).config.exists():
         print(f"compare_run {compare_run!r}: no such run in {run_dir.parent} yet; make it, then rerun this "
               f"stage (e.g. python -m nbutils run -f params/tiny.yaml, then --stages 05_length_analysis)")
         return None

@@ -72,7 +72,7 @@ def evaluate_files(values: dict, paths: list[str]) -> pd.DataFrame:
                               bucketing=values["ranker_bucketing"]) | {"file": str(path)}
             for path, name, df in files]
     board = pd.DataFrame(rows).reindex(columns=[*judging.COLUMNS, "file"])
-    target = stage.run.evaluated / "leaderboard.csv"
+    target = stage.run.evaluated_leaderboard
     if target.exists():
         board = pd.concat([pd.read_csv(target).query("model not in @board.model"), board], ignore_index=True)
     write_csv(board, target, index=False)

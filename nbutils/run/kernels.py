@@ -16,13 +16,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
-from nbutils.store.files import REPO_ROOT
-
-
-def checkout_first(pythonpath: str | None) -> str:
-    """``PYTHONPATH`` with this checkout first (each entry once)."""
-    entries = [str(REPO_ROOT), *filter(None, (pythonpath or "").split(os.pathsep))]
-    return os.pathsep.join(dict.fromkeys(entries))
+from nbutils.store.files import checkout_first
 
 
 class IPCKernelManager(AsyncKernelManager):

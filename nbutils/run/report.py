@@ -71,7 +71,7 @@ def table_html(df: pd.DataFrame, index: bool = True) -> str:
 
 def iteration_section(run_dir: Path, folder: Path, links: dict[Path, str]) -> dict:
     """One iteration: its stages' headline numbers, figures and notebooks."""
-    metrics = read_json(folder / "metrics.json", {})
+    metrics = read_json(RunFolder.metrics_at(folder), {})
     rows = {stage: {k: metrics[stage][k] for k in keys if k in metrics.get(stage, {})}
             for stage, keys in STAGE_METRICS.items() if stage in metrics}
     tables = [(stage, table_html(pd.Series(values, name="value", dtype=object).to_frame()))
@@ -97,7 +97,7 @@ def notes(folder: Path) -> list[str]:
     """Sentences a whole-run section opens with: the base-reproduction check (04), what the
     calibration compared (calibrate-judge)."""
     from nbutils.evaluate.judging import reproduction_text
-    check = read_json(folder / "metrics.json", {}).get("04_evaluate", {}).get("base_reproduction")
+    check = read_json(RunFolder.metrics_at(folder), {}).get("04_evaluate", {}).get("base_reproduction")
     about = read_json(folder / "calibration.json")
     out = [reproduction_text(check)] if check else []
     if about:
@@ -185,7 +185,7 @@ def summary(run_dir: Path, iterations: list[int]):
     rows = []
     for n in iterations:
         folder = RunFolder(run_dir).iteration(n)
-        merged = {k: v for m in read_json(folder / "metrics.json", {}).values() for k, v in m.items()}
+        merged = {k: v for m in read_json(RunFolder(run_dir).metrics(n), {}).values() for k, v in m.items()}
         if merged:
             seconds = sum((read_json(nb, {}).get("metadata", {}).get("papermill", {}).get("duration") or 0)
                           for nb in folder.glob("*.ipynb"))

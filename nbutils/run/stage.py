@@ -109,7 +109,7 @@ class Stage(ParamsView):
         missing = [str(p) for p in outputs.values() if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{self.notebook}: outputs were not written: {missing}")
-        update_json(self.out_dir / "metrics.json", self.notebook, metrics)
+        update_json(self.run.metrics_at(self.out_dir), self.notebook, metrics)
         write_json({"notebook": self.notebook, "params_hash": params_hash(self.params), "params": identity(self.params),
                     "inputs": lineage.inputs(self), "outputs": manifests.record(outputs, self.out_dir)},
                    self.manifest_path)

@@ -11,6 +11,16 @@ from pathlib import Path
 from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def checkout_first(pythonpath: str | None) -> str:
+    """``PYTHONPATH`` with this checkout first (each entry once): the processes a stage starts (a
+    notebook's kernel, training workers) import this checkout's nbutils, whatever an editable install
+    points at."""
+    entries = [str(REPO_ROOT), *filter(None, (pythonpath or "").split(os.pathsep))]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
 CACHE_DIR = Path(os.environ.get("NBUTILS_CACHE", REPO_ROOT / ".cache"))  # built tiny models, downloads
 
 

@@ -56,6 +56,11 @@ class RunFolder:
         """``python -m nbutils evaluate``: rows of model_outputs.json files from anywhere."""
         return self.path / "evaluated"
 
+    @property
+    def evaluated_leaderboard(self) -> Path:
+        """``evaluate``'s rows, one per model_outputs.json evaluated (the same model: replaced)."""
+        return self.evaluated / "leaderboard.csv"
+
     def iteration(self, n: int) -> Path:
         return self.path / f"iter_{n}"
 
@@ -65,7 +70,16 @@ class RunFolder:
         return sorted(int(m[1]) for m in found if m)
 
     def metrics(self, n: int) -> Path:
-        return self.iteration(n) / "metrics.json"
+        return self.metrics_at(self.iteration(n))
+
+    @staticmethod
+    def metrics_at(folder: Path) -> Path:
+        """The ``metrics.json`` of a stage's folder (``iter_<n>/``, ``evaluation/``, ...): a section per stage."""
+        return Path(folder) / "metrics.json"
+
+    def dpo_launch(self, n: int) -> Path:
+        """Stage 03's launch across processes: its spec, log, progress and result."""
+        return self.iteration(n) / "dpo_launch"
 
     def generations(self, n: int) -> Path:
         """Stage 01's answers of iteration ``n``."""
