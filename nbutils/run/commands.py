@@ -52,10 +52,10 @@ def evaluate_files(values: dict, paths: list[str]) -> pd.DataFrame:
     from nbutils.run.stage import stage_for
     from nbutils.rerank.judges import label as judge_label, stage_ranker
     stage = stage_for("04_evaluate", values)
+    read = [(path, *read_outputs(Path(path))) for path in paths]  # every file read before the reference loads
     reference = answers.reference_outputs(stage, {} if answers.on_alpaca_eval(stage) else {"base": _run_base(stage)})
     files = []
-    for path in paths:  # every file checked before the judge loads
-        name, df = read_outputs(Path(path))
+    for path, name, df in read:  # every file checked before the judge loads
         df = df.head(len(reference)) if values["eval_instructions"] else df
         try:
             judging.check_outputs(df, reference, str(path))

@@ -29,7 +29,7 @@ SECRET_WORDS = ("token", "api_key", "apikey", "secret", "password")
 
 
 class ParamsError(ValueError):
-    """Bad parameters; the message lists every problem, one per line."""
+    """Bad parameters; the message names the key, or lists every problem, one per line."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -119,7 +119,7 @@ def coerce(value, annotation: str):
 
 def load_preset(path: str | Path) -> dict:
     path = repo_path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ParamsError(f"{path}: no such params file")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8")) or {}
@@ -175,6 +175,8 @@ def validate(values: dict, sources: dict | None = None, keys: dict | None = None
             problems.append(f"{key}: {msg}, got {value!r}{where}")
     if not problems:
         problems += check_relations(out)
+    if len(problems) == 1:  # one problem, one line
+        raise ParamsError(f"invalid parameter {problems[0]}")
     if problems:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(problems))
     return out

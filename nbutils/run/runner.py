@@ -55,7 +55,7 @@ def run(files: list[str], overrides: dict | None = None, iterations: list[int] |
     every = ITERATION_STAGES + RUN_STAGES
     unknown = [s for s in stages or [] if s not in every]
     if unknown:
-        raise P.ParamsError(f"unknown stage(s) {unknown}; stages: {every}")
+        raise P.ParamsError(f"--stages: unknown stage(s) {unknown}; stages: {','.join(every)}")
     whole_run = iterations is None or max(iterations) == values["num_iterations"]
     stages = stages or (every if whole_run else ITERATION_STAGES)
     iterations = iterations or list(range(1, values["num_iterations"] + 1))
