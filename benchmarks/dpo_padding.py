@@ -1,6 +1,7 @@
 """DPO step time: random batches (padded to their longest sequence) vs length-grouped batches.
 
     .venv/bin/python benchmarks/dpo_padding.py [--pairs 48] [--scale 8] [--repeats 5]
+    .venv/bin/python benchmarks/dpo_padding.py --smoke   # the same code path at a tiny size (CI)
 
 TRL's collator pads every batch to its longest sequence (chosen and rejected alike); TRL 1.16's
 ``padding_free`` is disabled for DPO. ``train_sampling_strategy: group_by_length`` (transformers'
@@ -17,6 +18,8 @@ accumulation steps; LoRA on the unquantized fp32 model, as ``load_in_4bit: auto`
 an 80 GB card); the variants agree when they trained on the same pairs and tokens (their batches, hence
 their weights, differ). Also printed: the share of real tokens at the recipe's own scale (~19,000
 pairs with these lengths unscaled, batch 4 x 4, max_length 1024), from the samplers alone.
+``--smoke``: 16 pairs (one optimizer step), lengths / 32, a 2-layer model of hidden size 128, 1
+timed round.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from abba import compare
 OUTPUTS = Path(__file__).resolve().parents[2] / "shared" / "alpaca_eval" / "outputs"
 CHOSEN, REJECTED = "Snorkel-Mistral-PairRM-DPO", "Mistral-7B-Instruct-v0.2"
 WORDS = ["the", "tea", "is", "good", "and", "music", "for", "are"]  # one token each in the tiny tokenizer
+SMOKE = {"pairs": 16, "scale": 32.0, "hidden": 128, "layers": 2, "repeats": 1}
 RECIPE = {"pairs": 19_000, "batch": 4, "accumulation": 4, "max_length": 1024}
 
 
@@ -141,7 +145,11 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=384)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="the same code path at a tiny size (CI): "
+                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()))
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     t0 = time.perf_counter()
     lengths = token_lengths(1.0)
     share = {strategy: recipe_real_share(lengths, strategy) for strategy in ("random", "group_by_length")}

@@ -5,22 +5,26 @@ vLLM engine and samples, compiled with 0.3 of the RAM for its KV cache (the tiny
 ``enforce_eager`` with 0.1 (the tiny preset now), which must draw the same tokens.
 
     .venv/bin/python benchmarks/generation.py [--prompts 64] [--max-new-tokens 96] [--repeats 5]
+    .venv/bin/python benchmarks/generation.py --smoke   # the same code path at a tiny size (CI)
 
 The tiny policy, the tiny preset's sampling (n=5, temperature 0.7, top-p 0.9). Seeded vs shard:
 every answer runs to max_new_tokens (``ignore_eos``), so both variants do the same work; each
 variant must draw the same answers every round (reproducible), and both the same token counts.
+``--smoke``: 2 prompts x 4 new tokens, 1 timed round, every section on the same code path; to stay
+short, this process's engine is eager (section 4's children still start a compiled one and an eager
+one) and section 4 has no warm-up round (each child starts once). A child that fails shows its
+stderr.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from abba import compare
+from abba import compare, run_child
 
 from nbutils.generate.backends import load_backend
 from nbutils.generate.policies import base_model_path
@@ -41,6 +45,7 @@ def tokens(samples) -> int:
     return sum(s.num_tokens for ss in samples for s in ss)
 
 
+SMOKE = {"prompts": 2, "max_new_tokens": 4, "repeats": 1}
 ENGINES = {"compiled, 0.3 of RAM": {"enforce_eager": False, "gpu_memory_utilization": 0.3},
            "eager, 0.1 of RAM": {"enforce_eager": True, "gpu_memory_utilization": 0.1}}
 
@@ -58,9 +63,9 @@ def engine_child(name: str, prompts: int, max_new_tokens: int) -> None:
 
 
 def child(name: str, args) -> str:
-    out = subprocess.run([sys.executable, __file__, "--engine-child", name, "--prompts", str(args.prompts),
-                          "--max-new-tokens", str(args.max_new_tokens)], capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[-1]
+    out = run_child([sys.executable, __file__, "--engine-child", name, "--prompts", str(args.prompts),
+                     "--max-new-tokens", str(args.max_new_tokens)], f"4. {name}")  # its stderr if it fails
+    return out.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -68,8 +73,12 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="the same code path at a tiny size (CI): "
+                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()))
     ap.add_argument("--engine-child", choices=list(ENGINES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.engine_child:
         return engine_child(args.engine_child, args.prompts, args.max_new_tokens)
     quiet()
@@ -78,7 +87,8 @@ def main() -> None:
     model = base_model_path(values["base_model"])
     prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, args.prompts,
                                 values["num_iterations"])
-    vllm = load_backend(model, {**values, "backend": "vllm", "enforce_eager": False})  # decoding as on a GPU: compiled
+    # decoding as on a GPU: compiled (--smoke: eager, ~10 s less to start; section 4 starts a compiled one)
+    vllm = load_backend(model, {**values, "backend": "vllm", "enforce_eager": args.smoke})
     ids = chat_prompt_ids(vllm.tokenizer, prompts["prompt"])
     per_prompt = [derive_seed(values["seed"], i) for i in range(len(ids))]
     work = len(ids) * values["num_samples"] * args.max_new_tokens
@@ -127,7 +137,7 @@ def main() -> None:
     print("\n4. a stage-01 child on the CPU: start a process and an engine, sample the prompts once "
           "(compiled at 0.3 of RAM vs enforce_eager at 0.1; the same tokens)")
     compare({name: (lambda name=name: child(name, args)) for name in ENGINES}, repeats=args.repeats,
-            agree=lambda a, b: a == b)
+            agree=lambda a, b: a == b, warmup=not args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Reranking with PairRM, side by side in one process (benchmarks/abba.py): length-bucketed
-batches vs batches in the prompts' order; the stage's ``score_responses`` over the bare ranker.
+batches vs batches in the prompts' order; a stage-02 worker's work on a shard (``score_rows``) over
+the bare ranker.
 
     .venv/bin/python benchmarks/rerank.py [--prompts 128] [--batch-size 16] [--scale 8] [--repeats 5] [--threads 1]
+    .venv/bin/python benchmarks/rerank.py --smoke   # the same code path at a tiny size, in seconds (CI)
 
 Real texts: a seeded sample of AlpacaEval's 805 instructions (../shared/alpaca_eval/), each with
 five real answers (GPT-4-turbo's, claude-2's and three published Mistral-7B models'), scored by
@@ -15,31 +17,31 @@ the tiny PairRM on the CPU.
   Every run's scores must equal its warm-up's, and bucketed scores the unbucketed (allclose, atol
   1e-5, and the same best and worst answer per prompt).
 * One torch thread by default: steadier times on a small machine that others share.
-* Stage vs bare: ``score_responses`` (shards, parquet, empty-response handling; one shard, so the
-  same batches) against ``ranker.score`` on the same prompts, both bucketed.
+* Stage vs bare: what a stage-02 worker does per shard, ``nbutils.rerank.ranking.score_rows`` (the
+  empty-response handling, the per-row truncation counts, the shard's DataFrame; all prompts as one
+  shard, so the same batches), against the bare ``ranker.score`` on the same prompts, both bucketed
+  and with the same loaded ranker, in this process. ``score_responses`` itself always scores in
+  worker processes that load their own ranker (their start and load: ``benchmarks/parallel.py``).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import random
 import tempfile
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from abba import compare
 
 from nbutils.store.files import REPO_ROOT
 from nbutils.rerank.rankers import load_ranker
-from nbutils.rerank.ranking import score_responses
+from nbutils.rerank.ranking import score_rows
 from nbutils.run import params as P
 from nbutils.run.stage import stage_for
 
 ALPACA = REPO_ROOT.parent / "shared" / "alpaca_eval"
+SMOKE = {"prompts": 6, "batch_size": 2, "scale": 32, "repeats": 1}  # 3 batches: bucketing reorders them
 PUBLISHED = ["Mistral-7B-Instruct-v0.2", "Snorkel-Mistral-PairRM-DPO", "SPPO-Mistral7B-PairRM"]
 
 
@@ -80,7 +82,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (2 on a shared 2-core machine: runs "
                     "up to 8x slower whenever another process runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="the same code path at a tiny size (CI): "
+                    + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items()))
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     load = os.getloadavg()[0]
     rows = alpaca_rows(args.prompts, args.seed)
     ranker = load_ranker("tiny-pairrm", device="cpu")
@@ -111,15 +117,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": runs, "ranker_batch_size": args.batch_size,
                                                      "shard_size": len(rows), "ranker_bucketing": True})
-        stage, generations, calls = stage_for("02_rerank", values), pd.DataFrame(rows), iter(range(10 ** 6))
+        stage = stage_for("02_rerank", values)
 
-        def stage_scores():  # a fresh shard folder each call: a finished shard would be resumed, not scored
-            with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
-                scores, _ = score_responses(stage, generations, ranker, Path(runs) / f"scores-{next(calls)}")
-            return [np.asarray(s, dtype=np.float32) for s in scores]
-        print("\nstage 02's score_responses vs the bare ranker.score, same batches (bucketed):")
+        def stage_scores():  # a worker's work on one shard (here: all prompts), with this process's ranker
+            df, _ = score_rows(stage, ranker, rows)
+            return [np.asarray(s, dtype=np.float32) for s in df["all_rm_scores"]]
+        print("\nstage 02's per-shard work (score_rows: scores, empty answers, truncation counts, the shard's "
+              "table) vs the bare ranker.score, in this process, same ranker, same batches (bucketed):")
         compare({"bare ranker.score": lambda: ranker.score(prompts, candidates, args.batch_size, bucketing=True),
-                 "stage score_responses": stage_scores},
+                 "stage score_rows": stage_scores},
                 repeats=args.repeats, threads=args.threads, same=same_scores,
                 agree=lambda a, b: same_scores(a, b, atol=1e-5), work=len(rows), unit="prompts")
     print(f"\nload average (1 min) at the start {load:.2f}, at the end {os.getloadavg()[0]:.2f} on "
