@@ -88,10 +88,17 @@ def test_a_failing_worker_stops_the_others_and_is_named(tmp_path):
     assert "the other workers" not in str(e.value)
 
 
-def test_on_the_cpu_each_worker_takes_its_share_of_the_cores(tmp_path):
+def test_on_the_cpu_each_worker_takes_its_share_of_the_cores(tmp_path, monkeypatch):
     """Workers' threads on every core slow each other down many times over (each OpenMP pool waits
     for its slowest thread): on the CPU each worker is bound to cores of its own."""
-    assert parallel.worker_envs(["0", "1"], "cuda") == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+    with monkeypatch.context() as m:
+        m.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        assert parallel.worker_envs(["0", "1"], "cuda") == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
+        m.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")  # the GPUs this process was given, not GPU 0 and 1
+        assert parallel.worker_envs(["0", "1,2"], "cuda") == [{"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5,7"}]
+        with pytest.raises(ValueError, match="devices: 4, but CUDA_VISIBLE_DEVICES=3,5,7 shows 3 GPU"):
+            parallel.worker_envs(parallel.worker_devices(4), "cuda")
+        assert parallel.worker_envs(["0", "1"], "cpu")[1]["CUDA_VISIBLE_DEVICES"] == "1"  # on the CPU: a label only
     share = os.sched_getaffinity(0)  # make test gives each of its processes a share of the cores: here, all of them
     os.sched_setaffinity(0, range(os.cpu_count() or 1))
     try:

@@ -29,17 +29,25 @@ def placement_free(values: dict) -> dict:
 
 
 def worker_devices(devices: int, tensor_parallel_size: int = 1) -> list[str]:
-    """``CUDA_VISIBLE_DEVICES`` of each worker: ``devices`` GPUs in groups of ``tensor_parallel_size``,
-    taken from this process's own ``CUDA_VISIBLE_DEVICES`` when it has one (``CUDA_VISIBLE_DEVICES=3``
-    and ``devices: 1`` is GPU 3, not GPU 0)."""
+    """Each worker's GPUs, as indices ``0..devices-1`` in groups of ``tensor_parallel_size``
+    (:func:`worker_envs` maps them to this process's own ``CUDA_VISIBLE_DEVICES``)."""
     if devices % tensor_parallel_size:
         raise ValueError(f"tensor_parallel_size: {tensor_parallel_size} does not divide devices ({devices})")
-    mine = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if mine and len(mine) < devices:
-        raise ValueError(f"devices: {devices}, but CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} shows "
-                         f"{len(mine)}; set devices to at most {len(mine)} or show more GPUs")
-    ids = mine[:devices] if mine else [str(i) for i in range(devices)]
+    ids = [str(i) for i in range(devices)]
     return [",".join(ids[i: i + tensor_parallel_size]) for i in range(0, devices, tensor_parallel_size)]
+
+
+def visible_to(groups: list[str]) -> list[str]:
+    """``groups`` of GPU indices as this process sees them: through its own ``CUDA_VISIBLE_DEVICES``
+    when it has one (``CUDA_VISIBLE_DEVICES=3`` with ``devices: 1`` is GPU 3, not GPU 0)."""
+    mine = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not mine:
+        return groups
+    wanted = max(int(i) for g in groups for i in g.split(",")) + 1
+    if wanted > len(mine):
+        raise ValueError(f"devices: {wanted}, but CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} shows "
+                         f"{len(mine)} GPU(s); set devices to at most {len(mine)}, or show more GPUs")
+    return [",".join(mine[int(i)] for i in g.split(",")) for g in groups]
 
 
 def deal(pending: list[int], workers: int) -> list[list[int]]:
@@ -76,9 +84,9 @@ def worker_envs(visible: list[str], device: str) -> list[dict]:
     """Each worker's environment: its GPUs (``CUDA_VISIBLE_DEVICES``). On the CPU, where the workers
     are processes on the same cores, also its own share of the cores (``OMP_NUM_THREADS`` threads,
     bound to them): each worker's threads on every core slow all of them down many times over."""
-    envs = [{"CUDA_VISIBLE_DEVICES": v} for v in visible]
     if device != "cpu":
-        return envs
+        return [{"CUDA_VISIBLE_DEVICES": v} for v in visible_to(visible)]
+    envs = [{"CUDA_VISIBLE_DEVICES": v} for v in visible]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     share, extra = divmod(len(cores), len(envs))
     for k, env in enumerate(envs):
