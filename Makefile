@@ -31,12 +31,12 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) -m nbutils run -f params/tiny.yaml
+	$(PY) -m nbutils run -f recipes/tiny.yaml
 
 # A real instruct LM (SmolLM2-135M-Instruct, from a PyPI wheel) judging its own answers: the same
 # loop, 3 iterations, on 2 CPU cores (README: "A real model on 2 CPU cores").
 demo-real: install
-	$(PY) -m nbutils run -f params/smol.yaml
+	$(PY) -m nbutils run -f recipes/smol.yaml
 
 # The README's two figures, from make demo's run (finished stages are not rerun).
 readme-figures: demo
@@ -51,7 +51,7 @@ readme-figures-real: demo-real
 
 # The same loop with length-controlled pair selection, compared with `make demo`'s run.
 demo-lc: install
-	$(PY) -m nbutils run -f params/tiny.yaml -f params/tiny-lc.yaml
+	$(PY) -m nbutils run -f recipes/tiny-lc.yaml
 
 # The tests in TEST_PROCESSES processes (pytest-xdist), each on its share of the cores
 # (tests/conftest.py); TEST_PROCESSES=0 runs them in pytest's own process.

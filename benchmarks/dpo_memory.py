@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/dpo_memory.py --smoke   # the same code path at a tiny size (CI)
 
 Builds a randomly initialised ~100M-parameter Mistral-architecture model once (or takes
-``--base-model``, any ``base_model`` name: SmolLM2 sized params/smol.yaml's choice of LoRA),
+``--base-model``, any ``base_model`` name: SmolLM2 sized recipes/smol.yaml's choice of LoRA),
 then runs each mode in its own process (so peaks don't mix) through the stage's
 own loading code and TRL's DPOTrainer: the model's weights in memory
 (``get_memory_footprint``), resident memory once loaded, its peak
@@ -90,7 +90,7 @@ def run_mode(mode: str, model_dir: str, args) -> dict:
     from nbutils.dpo import training as dpo
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
-    values, _ = P.resolve(["params/tiny.yaml"], {
+    values, _ = P.resolve(["recipes/tiny.yaml"], {
         "load_in_4bit": MODES[mode]["load_in_4bit"], "max_steps": args.steps + 1, "max_length": args.max_length,
         "per_device_train_batch_size": args.batch_size, "save_steps": 10_000, "lora_r": 64, "lora_alpha": 64,
         "train_sampling_strategy": "random"})  # the stage's length grouping needs its own trainer (make_trainer)

@@ -94,7 +94,7 @@ def trainers(strategy: str, model_dir: str, data, args, count: int) -> list:
     from nbutils.run.stage import stage_for
     quiet()
     datasets.disable_progress_bars()
-    values, _ = P.resolve(["params/tiny.yaml"], {
+    values, _ = P.resolve(["recipes/tiny.yaml"], {
         "train_sampling_strategy": strategy, "num_train_epochs": 1.0, "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 4, "max_length": round(RECIPE["max_length"] / args.scale),
         "load_in_4bit": False, "lora_r": 16, "lora_alpha": 16, "save_steps": 10_000, "warmup_ratio": 0.0})

@@ -54,7 +54,7 @@ def engine_child(name: str, prompts: int, max_new_tokens: int) -> None:
     """In a fresh process: start an engine as stage 01's child does and sample one shard; print a hash of
     the drawn tokens."""
     quiet()
-    values, _ = P.resolve(["params/tiny.yaml"], {"max_new_tokens": max_new_tokens, "backend": "vllm", **ENGINES[name]})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"max_new_tokens": max_new_tokens, "backend": "vllm", **ENGINES[name]})
     model = base_model_path(values["base_model"])
     prompts_ = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, prompts, values["num_iterations"])
     engine = load_backend(model, values)
@@ -82,7 +82,7 @@ def main() -> None:
     if args.engine_child:
         return engine_child(args.engine_child, args.prompts, args.max_new_tokens)
     quiet()
-    values, _ = P.resolve(["params/tiny.yaml"], {"prompts_per_iteration": args.prompts,
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"prompts_per_iteration": args.prompts,
                                                  "max_new_tokens": args.max_new_tokens, "shard_size": args.prompts})
     model = base_model_path(values["base_model"])
     prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, args.prompts,

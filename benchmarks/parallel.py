@@ -127,7 +127,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; the tiny preset, {args.prompts} prompts x 5 answers (up to {args.max_new_tokens} "
           f"tokens), shards of {args.shard_size}, vLLM then the tiny PairRM; {args.rounds} run(s) of each variant")
     with tempfile.TemporaryDirectory() as runs:
-        values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": runs, "backend": "vllm",
+        values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": runs, "backend": "vllm",
                                                      "max_new_tokens": args.max_new_tokens,
                                                      "shard_size": args.shard_size,
                                                      "gpu_memory_utilization": 0.1})  # two engines at once

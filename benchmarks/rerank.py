@@ -115,7 +115,7 @@ def main() -> None:
             agree=lambda a, b: same_scores(a, b, atol=1e-5), work=len(rows), unit="prompts")
 
     with tempfile.TemporaryDirectory() as runs:
-        values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": runs, "ranker_batch_size": args.batch_size,
+        values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": runs, "ranker_batch_size": args.batch_size,
                                                      "shard_size": len(rows), "ranker_bucketing": True})
         stage = stage_for("02_rerank", values)
 

@@ -16,15 +16,19 @@ run machinery (``nbutils.run``)
     plan         the run's work, memory and hours, before it starts
     throughput   the throughput figures the plan uses, each with its source
     commands     ``evaluate`` (any model_outputs.json) and ``calibrate-judge`` (offline judge vs GPT-4-turbo)
-    cli          ``python -m nbutils`` (run, validate, report, preflight, evaluate, calibrate-judge, params, tiny)
+    compare      ``python -m nbutils compare``: recipes from shared iteration-1 samples, then notebook 06
+    cli          ``python -m nbutils`` (run, validate, report, preflight, evaluate, calibrate-judge, compare, params, tiny)
+recipes (06, after the runs)
+    compare      recipes side by side from their runs; the field's published numbers on their own axis
 stages, in loop order (a stage may use the ones before it)
     generate     01: prompts, the policy of an iteration (policies), sampling (vLLM or
                  transformers: backends), N answers per prompt in shards, in workers (sampling), figures
     rerank       02: rankers (PairRM, reward models, functions, the self-judge), scoring in workers
                  (ranking), pair selection (pairs), the Snorkel-schema dataset (dataset), figures
-    dpo          03: the pairs as TRL reads them (data), this machine's settings (hardware), DPO with (Q)LoRA
-                 or full (training), checkpoints, one call per cell (pipeline), training across processes
-                 (launch_command, launch, worker), the merge, figures
+    dpo          03: the pairs as TRL reads them (data), this machine's settings (hardware), the loss and its
+                 TRL trainer (losses), DPO or SimPO with (Q)LoRA or full (training), checkpoints, one call
+                 per cell (pipeline), training across processes (launch_command, launch, worker), the merge,
+                 figures
     evaluate     04: every model answers the eval set (answers); judges, LC by GLM and the leaderboard
                  (judging); the offline judge against GPT-4-turbo (calibration), figures
     length       05: answer length across iterations (analysis) and its figures
@@ -35,7 +39,7 @@ the toy world and the shims
     packaged     real models from PyPI wheels (smollm2)
     compat       one shim per library: llm_blender (PairRM under transformers 5), alpaca_eval,
                  peft_resume (exact resume of QLoRA training), length_grouping (exact resume of
-                 transformers' length-grouped batches)
+                 transformers' length-grouped batches), trl_cpo (TRL's experimental CPOTrainer, for SimPO)
 foundations
     exec         devices (cuda or cpu), placement (each worker's GPUs or cores, the shards dealt to it),
                  processes (run_workers / work_over: the one way work runs in child processes), memory

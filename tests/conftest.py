@@ -11,7 +11,7 @@ import pytest
 
 from nbutils.store.files import CACHE_DIR, REPO_ROOT
 
-PRESETS = sorted((REPO_ROOT / "params").glob("*.yaml"))
+PRESETS = sorted((REPO_ROOT / "recipes").glob("*.yaml"))  # complete recipes (overlays: recipes/overlays/)
 
 
 def pytest_configure(config):
@@ -80,7 +80,7 @@ LOOP = dict(num_iterations=2, prompts_per_iteration=32, shard_size=16, eval_inst
 def loop(runs_dir):
     """A whole tiny run, end to end through papermill: two iterations, the evaluation, the
     length analysis and the report (what the runner printed: ``loop.log``)."""
-    proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
+    proc = cli("run", "-f", "recipes/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP))
     (runs_dir / "loop.log").write_text(proc.stdout)
     return runs_dir / "loop"
 
@@ -91,7 +91,7 @@ def loop_lc(loop, runs_dir):
     copy of ``loop``'s iteration 1, as a user saves stage 01 (its samples are the same): stage 01 is done,
     02 reruns (its params changed) and keeps PairRM's scores, 03 reruns on the new pairs (``loop-lc.log``)."""
     shutil.copytree(loop / "iter_1", runs_dir / "loop-lc" / "iter_1")
-    proc = cli("run", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml",
+    proc = cli("run", "-f", "recipes/tiny.yaml", "-f", "recipes/tiny-lc.yaml",
                *params_args(runs_dir=runs_dir, **{**LOOP, "num_iterations": 1, "run_name": "loop-lc", "compare_run": "loop"}))
     (runs_dir / "loop-lc.log").write_text(proc.stdout)
     return runs_dir / "loop-lc"
@@ -131,7 +131,7 @@ def twin_run(hub_twins, runs_dir, *args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def twin_snorkel(hub_twins, runs_dir):
-    """params/snorkel.yaml through all five stages on the twins (sizes only changed)."""
-    proc = twin_run(hub_twins, runs_dir, "-f", "params/snorkel.yaml")
+    """recipes/snorkel.yaml through all five stages on the twins (sizes only changed)."""
+    proc = twin_run(hub_twins, runs_dir, "-f", "recipes/snorkel.yaml")
     (runs_dir / "twin-snorkel.log").write_text(proc.stdout + proc.stderr)
     return runs_dir / "snorkel"

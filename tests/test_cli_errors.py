@@ -20,7 +20,7 @@ from tests.conftest import cli
 # its error line must contain; "{tmp}" is a folder of this test. Every command with the option gets each case.
 BAD: dict[str, list[tuple[list[str], list[str]]]] = {
     "command": [([], ["command"]), (["no-such-command"], ["no-such-command", "validate"])],
-    "-f": [(["-f", "params/no-such-preset.yaml"], ["-f", "no-such-preset.yaml", "params/tiny.yaml"]),
+    "-f": [(["-f", "params/no-such-preset.yaml"], ["-f", "no-such-preset.yaml", "recipes/tiny.yaml"]),
            (["-f", "params"], ["-f", "'params'"]),  # a folder
            (["-f", "{tmp}/broken.yaml"], ["broken.yaml", "not valid YAML"]),
            (["-f", "{tmp}/nested.yaml"], ["nested.yaml", "flat"])],
@@ -46,6 +46,7 @@ BAD: dict[str, list[tuple[list[str], list[str]]]] = {
                            (["{tmp}/not-json.json"], ["not-json.json", "not JSON"]),
                            (["{tmp}/empty.json"], ["empty.json", "non-empty list"]),
                            (["{tmp}/no-output.json"], ["no-output.json", "row 0", "output"])],
+    "--name": [(["--name", "../elsewhere"], ["--name", "not a folder name"]), (["--name", ""], ["--name"])],
     # flags: a case only where a combination is wrong
     "--force": [],
     "--verbose": [],
@@ -189,7 +190,7 @@ def test_every_bad_value_is_one_line_naming_the_option_before_anything_starts(tm
 
 def test_the_cli_says_it_in_one_line_as_a_user_types_it():
     """The same through ``python -m nbutils`` (its exit status and stderr), once."""
-    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "num_samples", "0", check=False)
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", "num_samples", "0", check=False)
     assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: invalid parameter num_samples: must be at least 1, got 0 "
                                                 "(from -p override)"]

@@ -24,7 +24,7 @@ def stage_03(runs_dir, loop, run_name: str, **params) -> tuple[Path, list[str]]:
     for stage 03 on it with ``params``."""
     run = runs_dir / run_name
     shutil.copytree(loop / "iter_1" / "preference_data", run / "iter_1" / "preference_data")
-    return run, ["run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
+    return run, ["run", "-f", "recipes/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
                  *params_args(runs_dir=runs_dir, run_name=run_name, **{**LOOP, **params})]
 
 

@@ -36,7 +36,7 @@ def test_two_iterations_chain_generate_rerank_dpo(loop, runs_dir):
     # iteration 2 sampled (with vLLM) from iteration 1's merged policy
     assert read_generations(loop, 2)["model"].eq(str(loop / "iter_1" / "policy")).all()
     assert metrics(loop, 2)["01_generate"]["backend"] == "vllm"
-    again = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP)).stdout
+    again = cli("run", "-f", "recipes/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="loop", **LOOP)).stdout
     assert again.count("done for these params and inputs, skipped") == 7  # 2 x 3 stages, then 04_evaluate
 
 
@@ -63,7 +63,7 @@ def test_reference_is_model_n_minus_1_or_the_initial_model(loop, runs_dir):
     shutil.copytree(loop / "iter_1" / "policy", run / "iter_1" / "policy")
     shutil.copy(loop / "iter_1" / "03_dpo_qlora.manifest.json", run / "iter_1")  # committed by stage 03
     shutil.copytree(loop / "iter_2" / "preference_data", run / "iter_2" / "preference_data")
-    cli("run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "2",
+    cli("run", "-f", "recipes/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "2",
         *params_args(runs_dir=runs_dir, run_name="initial-ref", reference_model="initial", max_steps=2, **LOOP))
     first = metrics(run, 2)["03_dpo_qlora"]["steps"][0]
     assert abs(first["rewards/chosen"]) > 1e-4 and abs(first["rewards/margins"]) > 1e-4
@@ -116,7 +116,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(loop, runs_dir):
     from safetensors.torch import load_file
     run = runs_dir / "killed-dpo"
     shutil.copytree(loop / "iter_1" / "preference_data", run / "iter_1" / "preference_data")
-    args = ["run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
+    args = ["run", "-f", "recipes/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
             *params_args(runs_dir=runs_dir, run_name="killed-dpo", save_steps=1, **LOOP)]
     proc = subprocess.Popen([sys.executable, "-m", "nbutils", *args], cwd=REPO_ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -152,17 +152,17 @@ def test_awkward_pairs_are_skipped_and_counted(tmp_path):
                                      (long_prompt, "Sure!", "No."),
                                      ("Tips about tea?", "Many people enjoy tea every day. " * 12, "No."),
                                      ("Tips about owls?", "Owls are a wonderful topic to explore.", "Sure!")])
-    train, evaluation, stats = dpo_data.load_pairs(tmp_path / "pairs", 1, tokenizer, max_length=64)
+    train, evaluation, stats = dpo_data.load_pairs({1: tmp_path / "pairs"}, tokenizer, max_length=64)
     assert len(train) == 2 and evaluation is None
     assert (stats["train_pairs_skipped_identical"], stats["train_pairs_skipped_prompt_too_long"],
             stats["train_pairs_truncated"]) == (1, 1, 1)
     write_pairs(tmp_path / "none", [("Tips about tea?", "Same.", "Same.")])
     with pytest.raises(ValueError, match="no pairs to train on"):
-        dpo_data.load_pairs(tmp_path / "none", 1, tokenizer, max_length=64)
+        dpo_data.load_pairs({1: tmp_path / "none"}, tokenizer, max_length=64)
 
 
 def test_missing_pairs_say_which_stage_to_run(runs_dir):
-    proc = cli("run", "-f", "params/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
+    proc = cli("run", "-f", "recipes/tiny.yaml", "--stages", "03_dpo_qlora", "--iterations", "1",
                *params_args(runs_dir=runs_dir, run_name="no-pairs"), check=False)
     assert proc.returncode == 1 and "02_rerank" in proc.stdout + proc.stderr
 
@@ -173,7 +173,7 @@ def test_missing_pairs_say_which_stage_to_run(runs_dir):
                                              ("load_in_4bit", "maybe", "true, false or auto"),
                                              ("train_sampling_strategy", "sorted", "group_by_length")])
 def test_bad_training_params_are_refused_before_anything_loads(key, value, words):
-    proc = cli("validate", "-f", "params/tiny.yaml", "-p", key, value, check=False)
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", key, value, check=False)
     assert proc.returncode == 2 and key in proc.stderr and words in proc.stderr, proc.stderr
 
 
@@ -217,7 +217,7 @@ def test_length_grouped_batches_pad_less_and_leave_every_pairs_log_probs_as_they
     pairs = pairs_of_mixed_lengths(48)
     out = {}
     for strategy in ("random", "group_by_length"):
-        values, _ = P.resolve(["params/tiny.yaml"], {"train_sampling_strategy": strategy, "num_train_epochs": 1.0,
+        values, _ = P.resolve(["recipes/tiny.yaml"], {"train_sampling_strategy": strategy, "num_train_epochs": 1.0,
                                                      "per_device_train_batch_size": 4, "save_steps": 1000,
                                                      "load_in_4bit": False, "gradient_checkpointing": False})  # 3x faster
         stage = stage_for("03_dpo_qlora", {**values, "learning_rate": 0.0})  # below what the params allow

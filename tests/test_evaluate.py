@@ -80,7 +80,7 @@ def test_an_eval_set_with_a_missing_instruction_names_the_line(tmp_path):
 
 def test_missing_models_are_named_and_mismatched_instructions_are_clear_errors(tmp_path, capsys):
     """By hand, 04 evaluates the iterations that exist and names the missing ones."""
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "partial"})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "partial"})
     stage = stage_for("04_evaluate", values)
     assert [name for name, _ in eval_outputs.models_of_run(stage)] == ["base"]
     assert "no model yet for iteration(s) [1, 2, 3]" in capsys.readouterr().out
@@ -97,7 +97,7 @@ def test_missing_models_are_named_and_mismatched_instructions_are_clear_errors(t
     other = pd.DataFrame({"instruction": ["a", "c"], "output": ["x", "y"], "generator": "m"})
     with pytest.raises(ValueError, match="instructions differ"):
         evaluation.judge_row(None, "judge", other, ref, "m", 4)
-    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "base_model", "./no/such/model", check=False)
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", "base_model", "./no/such/model", check=False)
     assert proc.returncode == 2 and "base_model" in proc.stderr
 
 
@@ -159,7 +159,7 @@ def test_win_rates_reproduce_the_leaderboard_and_each_glms_lc_gap_is_as_measured
 
 def test_evaluate_cli_judges_published_outputs_on_alpaca_eval(hub_twins, runs_dir):
     files = [str(ALPACA / "outputs" / f"{m}.json") for m in ANCHORS_PUBLISHED]
-    proc = cli("evaluate", *files, "-f", "params/tiny.yaml", *params_args(
+    proc = cli("evaluate", *files, "-f", "recipes/tiny.yaml", *params_args(
         runs_dir=runs_dir, run_name="evaluated", eval_dataset="tatsu-lab/alpaca_eval", eval_split="eval",
         eval_instructions=6), env=hub_twins.env)
     board = pd.read_csv(runs_dir / "evaluated" / "evaluated" / "leaderboard.csv").set_index("file")
@@ -172,7 +172,7 @@ def test_evaluate_cli_judges_published_outputs_on_alpaca_eval(hub_twins, runs_di
 
 def test_evaluate_cli_names_what_is_wrong_with_a_file(tmp_path, runs_dir):
     reference = json.loads((ALPACA / "reference_gpt4_1106_preview.json").read_text())[:5]
-    args = ["-f", "params/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="bad-input", eval_instructions=5,
+    args = ["-f", "recipes/tiny.yaml", *params_args(runs_dir=runs_dir, run_name="bad-input", eval_instructions=5,
                                                    reference_outputs=str(ALPACA / "reference_gpt4_1106_preview.json"))]
     cases = {"not_json.json": ("[{", "not JSON (line 1"),
              "no_output.json": (json.dumps([{"instruction": r["instruction"]} for r in reference]), "row 0 has no output"),
@@ -197,7 +197,7 @@ def test_evaluate_cli_names_what_is_wrong_with_a_file(tmp_path, runs_dir):
 def test_calibrate_judge_against_gpt4_turbo_on_the_twins(twin_snorkel, hub_twins, runs_dir):
     """The snorkel preset's judge (the PairRM twin) on the five models' published judgments, 8 instructions;
     the report of the run gains the section."""
-    proc = cli("calibrate-judge", "-f", "params/snorkel.yaml", "-f", TWIN_SIZES,
+    proc = cli("calibrate-judge", "-f", "recipes/snorkel.yaml", "-f", TWIN_SIZES,
                *params_args(runs_dir=runs_dir, calibration_bootstrap=10), env=hub_twins.env)
     out = twin_snorkel / "judge_calibration"
     table = pd.read_csv(out / "per_model.csv", index_col=0)
@@ -223,7 +223,7 @@ def test_calibrate_judge_against_gpt4_turbo_on_the_twins(twin_snorkel, hub_twins
     assert np.allclose(table["agreement_longer_wins"], pd.Series(longer)[table.index], rtol=0, atol=1e-9)
     row = corr.set_index("measure").loc["agreement, longer wins (%)"]
     assert np.isclose(row["value"], np.mean(list(longer.values()))) and row["ci_low"] <= row["ci_high"]
-    cli("report", "-f", "params/snorkel.yaml", "-f", TWIN_SIZES, *params_args(runs_dir=runs_dir), env=hub_twins.env)
+    cli("report", "-f", "recipes/snorkel.yaml", "-f", TWIN_SIZES, *params_args(runs_dir=runs_dir), env=hub_twins.env)
     report = (twin_snorkel / "report.html").read_text()
     assert "Judge calibration" in report and "judge_calibration/judge_calibration.png" in report
     assert "Length baseline: over the models, llm-blender/PairRM agrees with GPT-4-turbo on" in report

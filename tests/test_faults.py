@@ -39,7 +39,7 @@ def test_prompt_files_that_are_not_utf8_or_empty_name_the_file(tmp_path):
 
 
 def test_a_garbage_manifest_means_the_stage_reruns(tmp_path):
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), "iteration": 1})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(tmp_path), "iteration": 1})
     stage = stage_for("01_generate", values)
     stage.manifest_path.parent.mkdir(parents=True)
     for garbage in ("{not json", '["a list"]', '{"outputs": 3}', '{"params_hash": "x", "inputs": {}, "outputs": {"a": 1}}'):
@@ -48,9 +48,9 @@ def test_a_garbage_manifest_means_the_stage_reruns(tmp_path):
 
 
 def test_iterations_and_reward_functions_are_checked_before_anything_runs(tmp_path):
-    proc = cli("run", "-f", "params/tiny.yaml", "-p", "runs_dir", str(tmp_path), "--iterations", "0,1", check=False)
+    proc = cli("run", "-f", "recipes/tiny.yaml", "-p", "runs_dir", str(tmp_path), "--iterations", "0,1", check=False)
     assert proc.returncode == 2 and "--iterations: [0] outside 1..3" in proc.stderr
-    proc = cli("run", "-f", "params/tiny.yaml", "-p", "runs_dir", str(tmp_path), "-p", "ranker", "nomodule:nofunc",
+    proc = cli("run", "-f", "recipes/tiny.yaml", "-p", "runs_dir", str(tmp_path), "-p", "ranker", "nomodule:nofunc",
                check=False)
     assert proc.returncode == 2 and "cannot import module 'nomodule'" in proc.stderr
     assert not list(tmp_path.iterdir()), "a refused run left files behind"
@@ -66,7 +66,7 @@ def test_one_runner_per_run_and_a_dead_runners_lock_is_taken_over(tmp_path, caps
                               text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        proc = cli("run", "-f", "params/tiny.yaml", "-p", "runs_dir", str(tmp_path), check=False)
+        proc = cli("run", "-f", "recipes/tiny.yaml", "-p", "runs_dir", str(tmp_path), check=False)
         assert proc.returncode == 2 and "another runner is working on this run" in proc.stderr
         assert f'"pid": {holder.pid}' in proc.stderr
         assert not (run_dir / "config.json").exists()
@@ -98,7 +98,7 @@ def loop_copy(loop, tmp_path):
     place is not part of what it is); returns (stage_of(notebook, iteration), run folder)."""
     run = tmp_path / "moved"
     shutil.copytree(loop, run)
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "moved", **LOOP})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(tmp_path), "run_name": "moved", **LOOP})
     return (lambda name, n=None: stage_for(name, {**values, **({"iteration": n} if n else {})})), run
 
 
@@ -130,7 +130,7 @@ def test_a_stage_that_starts_again_is_not_done_until_it_commits(loop_copy):
 def test_later_iterations_without_the_earlier_policy_are_refused(loop_copy):
     stage, run = loop_copy
     shutil.rmtree(run / "iter_1")
-    proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
+    proc = cli("run", "-f", "recipes/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
                "--iterations", "2", check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "iteration 2 samples from iteration 1's policy, which is not done (not done yet" in proc.stderr
@@ -140,7 +140,7 @@ def test_later_iterations_without_the_earlier_policy_are_refused(loop_copy):
 
 def test_an_upstream_param_change_reruns_what_reads_it_and_says_why(loop_copy):
     stage, run = loop_copy
-    proc = cli("run", "-f", "params/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
+    proc = cli("run", "-f", "recipes/tiny.yaml", *params_args(runs_dir=run.parent, run_name="moved", **LOOP),
                *params_args(temperature=0.9, prompts_per_iteration=8, backend="hf"),  # smaller, to be quick
                "--iterations", "1", "--stages", "01_generate,02_rerank")
     assert ("iteration 1 · 01_generate: params changed (backend, prompts_per_iteration, temperature), rerunning"
@@ -185,7 +185,7 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_during_a_stage_is_named_and_the_rerun_resumes(small_disk, tmp_path):
     """The disk fills once the sampling worker has written its first shard (it waits there:
     ``NBUTILS_TEST_PAUSE``); the next shard cannot be written."""
-    args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
+    args = [sys.executable, "-m", "nbutils", "run", "-f", "recipes/tiny.yaml", "--iterations", "1", "--stages",
             "01_generate", *params_args(runs_dir=small_disk, backend="hf", prompts_per_iteration=8, shard_size=2,
                                         num_samples=2, max_new_tokens=24)]
     gate = tmp_path / "gate"

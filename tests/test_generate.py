@@ -18,7 +18,7 @@ NB = str(REPO_ROOT / "notebooks" / "01_generate.ipynb")
 
 
 def run_tiny(runs_dir, run_name, **params):
-    return cli("run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages", "01_generate",
+    return cli("run", "-f", "recipes/tiny.yaml", "--iterations", "1", "--stages", "01_generate",
                *params_args(runs_dir=runs_dir, run_name=run_name, **params))
 
 
@@ -100,7 +100,7 @@ def test_a_killed_runner_leaves_no_process_and_resumes_to_the_same_rows(vllm_run
     marker, gate = f"killed-runner-{os.getpid()}", tmp_path / "gate"
     gate.mkdir()
     env = {**{k: v for k, v in env.items() if k != "PYTHONPATH"}, "NBUTILS_TEST_MARK": marker}
-    args = [sys.executable, "-m", "nbutils", "run", "-f", "params/tiny.yaml", "--iterations", "1", "--stages",
+    args = [sys.executable, "-m", "nbutils", "run", "-f", "recipes/tiny.yaml", "--iterations", "1", "--stages",
             "01_generate", *params_args(runs_dir="runs", run_name="killed", prompts_per_iteration=64, shard_size=2)]
     proc = subprocess.Popen(args, cwd=root, env={**env, "NBUTILS_TEST_PAUSE": f"1:{gate}"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,7 +150,7 @@ def test_seeds_per_request_draw_the_same_answers_whatever_the_sharding(tmp_path)
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
 
-    values, _ = P.resolve(["params/tiny.yaml"], {"backend": "vllm", "max_new_tokens": 24, "runs_dir": str(tmp_path)})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"backend": "vllm", "max_new_tokens": 24, "runs_dir": str(tmp_path)})
     model = base_model_path(values["base_model"])
     prompts = iteration_prompts(values["prompts_dataset"], values["prompts_split"], 1, 8, 3)
     runs = [("request", 8, "r8"), ("request", 2, "r2"), ("shard", 4, "s4"), ("shard", 4, "s4-again"),
@@ -198,7 +198,7 @@ def test_rerunning_a_cell_reuses_the_loaded_engine():
     from nbutils.generate.backends import load_backend
     from nbutils.generate.policies import base_model_path
 
-    values, _ = P.resolve(["params/tiny.yaml"], {"backend": "hf"})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"backend": "hf"})
     model = base_model_path(values["base_model"])
     first = load_backend(model, values)
     again = load_backend(model, {**values, "temperature": 1.0})

@@ -95,7 +95,7 @@ def test_ultrafeedback_preset_generates_and_reranks_on_the_twins(hub_twins, runs
 def test_snorkel_lc_preset_selects_length_controlled_pairs_on_the_twins(twin_snorkel, hub_twins, runs_dir):
     """From a copy of the snorkel run's iteration 1 (README: the same samples, stage 01 saved)."""
     shutil.copytree(twin_snorkel / "iter_1", runs_dir / "snorkel-lc" / "iter_1")
-    out = twin_run(hub_twins, runs_dir, "-f", "params/snorkel.yaml", "-f", "params/snorkel-lc.yaml",
+    out = twin_run(hub_twins, runs_dir, "-f", "recipes/snorkel.yaml", "-f", "recipes/snorkel-lc.yaml",
                    "--iterations", "1", "--stages", "01_generate,02_rerank").stdout
     assert "iteration 1 · 01_generate: done for these params and inputs, skipped" in out
     assert "iteration 1 · 02_rerank: params changed (length_penalty, pair_selection), rerunning" in out, out
@@ -121,7 +121,7 @@ print(type(b.tokenizer).__name__, len(b.generate(chat_prompt_ids(b.tokenizer, ["
 
 
 def test_a_gpu_preset_refuses_to_start_without_cuda():
-    proc = cli("run", "-f", "params/snorkel.yaml", "-p", "runs_dir", "/nonexistent", check=False)
+    proc = cli("run", "-f", "recipes/snorkel.yaml", "-p", "runs_dir", "/nonexistent", check=False)
     assert proc.returncode == 2
     assert "device: cuda, but CUDA is not usable" in proc.stderr and "-p device cpu" in proc.stderr
     assert not proc.stdout.strip()  # nothing ran, nothing was fetched
@@ -129,7 +129,7 @@ def test_a_gpu_preset_refuses_to_start_without_cuda():
 
 def test_each_preset_has_its_own_run_folder():
     names = {f: P.resolve([f] if f != "params/base.yaml" else [])[0]["run_name"]
-             for f in ("params/base.yaml", "params/snorkel.yaml", "params/snorkel-lc.yaml")}
+             for f in ("params/base.yaml", "recipes/snorkel.yaml", "recipes/snorkel-lc.yaml")}
     assert len(set(names.values())) == 3, names
 
 
@@ -137,7 +137,7 @@ def test_each_preset_has_its_own_run_folder():
 # suite): olah answers datasets' partial reads of a parquet file it has not served whole yet with
 # bytes that are not parquet ("Parquet magic bytes not found"), a limit of the mirror, not of the hub.
 def test_preflight_names_the_missing_cuda_first_then_prints_the_plan(twin_snorkel, hub_twins):
-    proc = cli("preflight", "-f", "params/snorkel.yaml", check=False, env=hub_twins.env)
+    proc = cli("preflight", "-f", "recipes/snorkel.yaml", check=False, env=hub_twins.env)
     assert proc.returncode == 1
     failing = proc.stdout.split("what fails:")[1].strip().splitlines()
     assert failing[0].startswith("1. CUDA: device: cuda, but CUDA is not usable"), proc.stdout
@@ -148,7 +148,7 @@ def test_preflight_names_the_missing_cuda_first_then_prints_the_plan(twin_snorke
 
 
 def test_preflight_names_a_split_the_dataset_lacks(twin_snorkel, hub_twins):
-    proc = cli("preflight", "-f", "params/snorkel.yaml", "-p", "device", "cpu", "-p", "num_iterations", "4",
+    proc = cli("preflight", "-f", "recipes/snorkel.yaml", "-p", "device", "cpu", "-p", "num_iterations", "4",
                check=False, env=hub_twins.env)
     assert proc.returncode == 1
     assert "no split ['train_iteration_4']" in proc.stdout.split("what fails:")[1]

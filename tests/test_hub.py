@@ -33,7 +33,7 @@ def test_checkpoints_are_dropped_once_the_policy_is_saved_unless_kept(tmp_path):
 
 def test_dry_run_prints_the_plan_per_stage_with_memory_hours_and_disk():
     for args in (["preflight", "--dry-run", "--gpu", "rtx4090"], ["run", "--dry-run"]):
-        proc = cli(*args, "-f", "params/snorkel.yaml")
+        proc = cli(*args, "-f", "recipes/snorkel.yaml")
         assert "peak_gpu_gib" in proc.stdout and "hours" in proc.stdout and "disk_gib" in proc.stdout
         assert proc.stdout.count("03_dpo_qlora") >= 3 and "Sources:" in proc.stdout
-    assert "RTX 4090" in cli("preflight", "--dry-run", "--gpu", "rtx4090", "-f", "params/snorkel.yaml").stdout
+    assert "RTX 4090" in cli("preflight", "--dry-run", "--gpu", "rtx4090", "-f", "recipes/snorkel.yaml").stdout

@@ -93,7 +93,7 @@ def test_relevance_ranks_an_on_topic_answer_above_an_off_topic_one():
 def test_ranker_self_through_stage_02(judge, alone, runs_dir):
     """``ranker: self`` on a 2-prompt generations table: iteration 1 is judged by the base model (the
     policy it samples from), score_rows gives the judge's scores, rerank writes pairs."""
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(runs_dir), "run_name": "self-judge", "ranker": "self",
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(runs_dir), "run_name": "self-judge", "ranker": "self",
                                                  "base_model": BASE, "test_fraction": 0.0, "device": "cpu"})
     stage = stage_for("02_rerank", values)
     assert judges.judge_model(stage) == (base_model_path(BASE), BASE)

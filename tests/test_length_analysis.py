@@ -71,14 +71,14 @@ def test_length_params_that_would_do_nothing_are_refused():
                          (("-p", "length_penalty", "-1"), "length_penalty"),
                          (("-p", "compare_run", "tiny"), "is this run"),
                          (("-p", "compare_run", "../elsewhere"), "plain name")]:
-        proc = cli("validate", "-f", "params/tiny.yaml", *pairs, check=False)
+        proc = cli("validate", "-f", "recipes/tiny.yaml", *pairs, check=False)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
-    proc = cli("validate", "-f", "params/tiny.yaml", "-f", "params/tiny-lc.yaml")
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-f", "recipes/tiny-lc.yaml")
     assert "length_controlled" in proc.stdout and "compare_run" in proc.stdout
 
 
 def test_report_of_a_run_that_does_not_exist_says_so(runs_dir):
-    proc = cli("report", "-f", "params/tiny.yaml", "-p", "runs_dir", str(runs_dir), "-p", "run_name", "never",
+    proc = cli("report", "-f", "recipes/tiny.yaml", "-p", "runs_dir", str(runs_dir), "-p", "run_name", "never",
                check=False)
     assert proc.returncode == 2 and "no run at" in proc.stderr
 
@@ -134,6 +134,30 @@ def test_length_controlled_run_is_compared_side_by_side(loop, loop_lc):
     plain = chosen_and_rejected_lengths(select_pairs(rows, "best_worst", 42)[0])
     assert pairs["chosen_chars"].mean() < plain[:, 0].mean()
     assert (pairs["chosen_chars"] > pairs["rejected_chars"]).mean() < (plain[:, 0] > plain[:, 1]).mean()
+
+
+@pytest.mark.slow
+def test_notebook_06_puts_the_two_recipes_side_by_side(loop, loop_lc, tmp_path):
+    """06 under papermill, as ``nbutils compare`` ends: one row per run and iteration, each labelled
+    with its method and judge, the numbers stage 05 reads from the same files, and the published
+    methods in a table of their own."""
+    import papermill as pm
+    from nbutils.store.files import REPO_ROOT
+    out = pm.execute_notebook(str(REPO_ROOT / "notebooks" / "06_compare_recipes.ipynb"), str(tmp_path / "06.ipynb"),
+                              parameters={"runs_dir": str(loop.parent), "runs": ["loop", "loop-lc"], "name": "cmp"},
+                              cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+    printed = "".join(o.get("text", "") for c in out["cells"] for o in c.get("outputs", []))
+    assert "iteration-1 samples: shared by every run" in printed  # loop-lc started from loop's iteration 1
+    board = pd.read_csv(loop.parent / "cmp" / "comparison.csv", index_col=[0, 1])
+    assert sorted(board.index) == [("loop", 0), ("loop", 1), ("loop", 2), ("loop-lc", 0), ("loop-lc", 1)]
+    assert set(board["pair_selection"]) == {"best_worst", "length_controlled"}
+    assert board["judge"].str.startswith("offline: tiny-pairrm").all()
+    for run, iterations in [(loop, 2), (loop_lc, 1)]:
+        mine = L.run_rows(run, iterations)
+        for measure in ["win_rate", "standard_error", "avg_length", "chosen_longer"]:
+            assert board.loc[run.name, measure].dropna().to_dict() == pytest.approx(mine[measure].dropna().to_dict())
+    assert (loop.parent / "cmp" / "06_recipes.png").stat().st_size > 10_000
+    assert "SPPO iteration 3 (leaderboard)" in printed or "GAPO" in str(out["cells"][-2].get("outputs"))
 
 
 def open_page(browser, path: Path):

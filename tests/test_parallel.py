@@ -117,7 +117,7 @@ def test_on_the_cpu_each_worker_takes_its_share_of_the_cores(tmp_path, monkeypat
 def stage_params(notebook, tmp_path, **overrides):
     from nbutils.run import params as P
     from nbutils.run.stage import stage_for
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path), **SIZES, **overrides})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(tmp_path), **SIZES, **overrides})
     return stage_for(notebook, values)
 
 

@@ -7,7 +7,7 @@ import yaml
 from nbutils.run import params as P
 from tests.conftest import PRESETS, cli
 
-NOTEBOOKS = sorted(P.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(P.NOTEBOOKS_DIR.glob("0[1-5]_*.ipynb"))  # the stages (06 reads runs: its own keys)
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
@@ -23,21 +23,21 @@ def test_base_preset_holds_every_declared_key():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_preset_resolves(preset):
     values, _ = P.resolve([preset])
-    if preset.name != "smoke.yaml":  # the smoke overlay cuts every amount of work on purpose
-        assert values["num_samples"] == 5 and values["num_iterations"] == 3
+    assert values["num_samples"] == 5 and values["num_iterations"] == 3 and values["recipe"] == preset.stem
 
 
 def test_the_smoke_overlay_keeps_the_real_models_and_cuts_the_work():
-    real, _ = P.resolve(["params/snorkel.yaml"])
-    smoke, _ = P.resolve(["params/snorkel.yaml", "params/smoke.yaml"])
+    real, _ = P.resolve(["recipes/snorkel.yaml"])
+    smoke, _ = P.resolve(["recipes/snorkel.yaml", "recipes/overlays/smoke.yaml"])
     for key in ("base_model", "ranker", "prompts_dataset", "prompts_split", "eval_dataset", "device", "dtype"):
         assert smoke[key] == real[key]
     assert (smoke["prompts_per_iteration"], smoke["num_samples"], smoke["max_steps"], smoke["eval_instructions"],
             smoke["best_of_n"]) == (16, 2, 2, 16, 2) and smoke["run_name"] != real["run_name"]
+    assert (smoke["recipe"], smoke["overlay"]) == ("snorkel", "smoke")
 
 
 def test_notebook_defaults_are_the_tiny_preset():
-    tiny, _ = P.resolve(["params/tiny.yaml"])
+    tiny, _ = P.resolve(["recipes/tiny.yaml"])
     for nb in NOTEBOOKS:
         for name, d in P.declared_in(nb).items():
             assert d.default == tiny[name], f"{nb.name}: {name} = {d.default!r}, tiny preset {tiny[name]!r}"
@@ -60,7 +60,7 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
     bad = tmp_path / "mine.yaml"
     bad.write_text("num_sample: 3\n")
     with pytest.raises(P.ParamsError) as e:
-        P.resolve(["params/tiny.yaml", bad])
+        P.resolve(["recipes/tiny.yaml", bad])
     assert "num_sample" in str(e.value) and str(bad) in str(e.value) and "num_samples" in str(e.value)
 
 
@@ -79,25 +79,25 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
 ])
 def test_bad_values_are_refused_naming_the_key(key, value, needle):
     with pytest.raises(P.ParamsError) as e:
-        P.resolve(["params/tiny.yaml"], {key: value})
+        P.resolve(["recipes/tiny.yaml"], {key: value})
     assert key in str(e.value) and needle in str(e.value)
 
 
 def test_int_is_accepted_for_float():
-    values, _ = P.resolve(["params/tiny.yaml"], {"temperature": 1})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"temperature": 1})
     assert values["temperature"] == 1.0 and isinstance(values["temperature"], float)
 
 
 def test_secrets_are_not_params():
     with pytest.raises(P.ParamsError, match="environment"):
-        P.resolve(["params/tiny.yaml"], {"hf_token": "hf_abc"})
+        P.resolve(["recipes/tiny.yaml"], {"hf_token": "hf_abc"})
 
 
 def test_presets_merge_in_order(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("num_samples: 3\nseed: 1\n")
     b.write_text("num_samples: 4\n")
-    values, sources = P.resolve(["params/tiny.yaml", a, b], {"seed": 7})
+    values, sources = P.resolve(["recipes/tiny.yaml", a, b], {"seed": 7})
     assert (values["num_samples"], values["seed"], values["max_new_tokens"]) == (4, 7, 96)
     assert sources["num_samples"] == str(b) and sources["seed"] == "-p override"
 
@@ -110,7 +110,7 @@ def test_nested_preset_is_refused(tmp_path):
 
 
 def test_cli_refuses_bad_params_before_anything_runs(runs_dir):
-    proc = cli("run", "-f", "params/tiny.yaml", "-p", "runs_dir", str(runs_dir),
+    proc = cli("run", "-f", "recipes/tiny.yaml", "-p", "runs_dir", str(runs_dir),
                "-p", "run_name", "refused", "-p", "num_samples", "0", check=False)
     assert proc.returncode == 2 and "num_samples" in proc.stderr
     assert not (runs_dir / "refused").exists()
@@ -142,22 +142,22 @@ def test_values_parse_as_people_type_them(typed, value):
 
 
 def test_scientific_notation_works_in_p_and_in_a_preset(tmp_path):
-    assert P.resolve(["params/tiny.yaml"], {"learning_rate": P.parse_yaml("5e-6")})[0]["learning_rate"] == 5e-6
+    assert P.resolve(["recipes/tiny.yaml"], {"learning_rate": P.parse_yaml("5e-6")})[0]["learning_rate"] == 5e-6
     preset = tmp_path / "lr.yaml"
     preset.write_text("learning_rate: 2e-5\n")
-    assert P.resolve(["params/tiny.yaml", preset])[0]["learning_rate"] == 2e-5
-    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "learning_rate", "5e-6")
+    assert P.resolve(["recipes/tiny.yaml", preset])[0]["learning_rate"] == 2e-5
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", "learning_rate", "5e-6")
     assert "learning_rate            5e-06" in proc.stdout
 
 
 def test_booleans_and_lists_parse_as_typed_in_p():
     """As papermill's -p and YAML 1.2 read them: True/false, [a, b], 1e3 for a float."""
-    values, _ = P.resolve(["params/tiny.yaml"], {k: P.parse_yaml(v) for k, v in [
+    values, _ = P.resolve(["recipes/tiny.yaml"], {k: P.parse_yaml(v) for k, v in [
         ("gradient_checkpointing", "false"), ("keep_checkpoints", "True"), ("num_train_epochs", "1e0"),
         ("lora_target_modules", "[q_proj, v_proj]")]})
     assert values["gradient_checkpointing"] is False and values["keep_checkpoints"] is True
     assert values["num_train_epochs"] == 1.0 and values["lora_target_modules"] == ["q_proj", "v_proj"]
-    proc = cli("validate", "-f", "params/tiny.yaml", "-p", "lora_target_modules", "[q_proj, v_proj]",
+    proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", "lora_target_modules", "[q_proj, v_proj]",
                "-p", "gradient_checkpointing", "false")
     assert "['q_proj', 'v_proj']" in proc.stdout and "gradient_checkpointing   False" in proc.stdout
 
@@ -178,7 +178,7 @@ def test_a_float_param_written_as_1_1_yaml_reads_it_is_still_a_float():
     ({"distributed": "deepspeed"}, "distributed: must be one of none, ddp, zero3, fsdp2"),
 ])
 def test_more_than_one_gpu_refuses_what_cannot_work_and_says_why(overrides, needle):
-    values, sources = P.merge(["params/snorkel.yaml"], overrides)
+    values, sources = P.merge(["recipes/snorkel.yaml"], overrides)
     with pytest.raises(P.ParamsError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         P.validate(values, sources)
 
@@ -198,7 +198,7 @@ def test_how_many_iterations_a_run_has_is_not_one_iterations_work(tmp_path):
     an iteration copied into another run keep what is done); stages 04-05, over all iterations, do not.
     A manifest written when num_iterations was hashed with the rest still counts as done."""
     from nbutils.run.stage import params_hash, stage_for
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(tmp_path)})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(tmp_path)})
     for notebook, same in (("01_generate", True), ("03_dpo_qlora", True), ("04_evaluate", False)):
         two, three = (stage_for(notebook, {**values, "num_iterations": n}).params for n in (2, 3))
         assert (params_hash(two) == params_hash(three)) is same, notebook

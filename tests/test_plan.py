@@ -1,24 +1,15 @@
 """nbutils.run.plan: the run planner's arithmetic (fast; no models, no network)."""
 import pytest
-import yaml
 
 from nbutils.run import plan as PL
 from nbutils.store.files import REPO_ROOT
 from tests.conftest import cli
 
-DEFAULTS = {"device": "cuda", "keep_checkpoints": False, "eval_instructions": 0}
-
 
 def preset(name: str) -> dict:
-    """base.yaml + params/<name>.yaml, validated when the params module accepts them."""
+    """recipes/<name>.yaml, resolved and validated."""
     from nbutils.run import params as P
-    try:
-        return P.resolve([f"params/{name}.yaml"])[0]
-    except Exception:  # the vocabulary is being edited elsewhere: merge the YAML files by hand
-        values = dict(DEFAULTS)
-        for f in ("base.yaml", f"{name}.yaml"):
-            values.update(yaml.safe_load((REPO_ROOT / "params" / f).read_text()) or {})
-        return values
+    return P.resolve([f"recipes/{name}.yaml"])[0]
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +139,24 @@ def test_snorkel_full_needs_zero3_to_fit_eight_h100s():
 
 
 def test_a_card_is_named_in_any_case_and_an_unknown_one_gets_the_list():
-    upper = cli("preflight", "-f", "params/snorkel.yaml", "--dry-run", "--gpu", "H100")
+    upper = cli("preflight", "-f", "recipes/snorkel.yaml", "--dry-run", "--gpu", "H100")
     assert "Plan on one H100 80GB" in upper.stdout
-    bad = cli("preflight", "-f", "params/snorkel.yaml", "--dry-run", "--gpu", "B200", check=False)
+    bad = cli("preflight", "-f", "recipes/snorkel.yaml", "--dry-run", "--gpu", "B200", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "unknown card 'B200'; known: h100, a100, l40s, rtx4090" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["snorkel", "snorkel-lc", "sppo", "simpo", "ld-dpo", "meta-rewarding-lc"])
+@pytest.mark.parametrize("gpu", ["h100", "rtx4090"])
+def test_every_gpu_recipe_plans_on_one_h100_and_one_24_gb_card(name, gpu):
+    """What a recipe's method changes in the plan: all_pairs trains on every ranked pair (10 of 5
+    answers), SimPO has no reference model (no reference forwards), the others train what the blog does."""
+    v, blog = preset(name), PL.plan(preset("snorkel"), gpu)
+    table = PL.plan(v, gpu)
+    assert PL.totals(table)["peak_gpu_gib"] <= PL.GPUS[gpu].memory_gib
+    mine, theirs = (t[t["stage"] == "03_dpo_qlora"].reset_index() for t in (table, blog))
+    ratio = (mine["tokens"] / theirs["tokens"]).tolist()
+    assert ratio == pytest.approx([10 if name == "sppo" else 1] * len(ratio), rel=0.01)
+    faster = theirs["hours"] > mine["hours"]
+    assert faster.all() if name == "simpo" else not faster.any()
+    assert ("SimPO (no reference model)" in mine["note"][0]) == (name == "simpo")

@@ -30,7 +30,7 @@ def test_notebooks_are_stories():
         code = [c for c in cells if c["cell_type"] == "code"]
         assert "import" in "".join(code[0]["source"])
         assert "parameters" in code[1]["metadata"].get("tags", [])
-        assert "resolve_notebook" in "".join(code[2]["source"])
+        assert re.search(r"resolve_(notebook|comparison)\(", "".join(code[2]["source"]))
         for c in code:
             src = "".join(c["source"])
             if "parameters" in c["metadata"].get("tags", []):

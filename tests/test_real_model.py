@@ -63,7 +63,7 @@ def stage03(tmp_path_factory, smol):
     settings = hardware.device_settings(stage.params)
     policy_path = policy_for_iteration(stage)
     model, tokenizer, ref_model = pipeline.load_models(stage, policy_path, settings)
-    train, evaluation, _ = data.load_pairs(stage.run.preference_data(1), 1, tokenizer, stage["max_length"])
+    train, evaluation, _ = data.load_pairs(stage.run.training_pairs(1), tokenizer, stage["max_length"])
     seen = {}
 
     class KeepLoader:  # the trainer's own dataloader: TRL's tokenized pairs and its collator

@@ -29,7 +29,7 @@ def pairrm():
 
 
 def stage(runs_dir, run_name, **overrides):
-    values, _ = P.resolve(["params/tiny.yaml"], {"runs_dir": str(runs_dir), "run_name": run_name, **overrides})
+    values, _ = P.resolve(["recipes/tiny.yaml"], {"runs_dir": str(runs_dir), "run_name": run_name, **overrides})
     return stage_for("02_rerank", values)
 
 
@@ -102,7 +102,7 @@ def test_a_reward_function_that_raises_names_the_response(runs_dir):
 
 
 def test_missing_generations_say_which_stage_to_run(runs_dir):
-    proc = cli("run", "-f", "params/tiny.yaml", "--stages", "02_rerank", "--iterations", "1",
+    proc = cli("run", "-f", "recipes/tiny.yaml", "--stages", "02_rerank", "--iterations", "1",
                *params_args(runs_dir=runs_dir, run_name="nothing"), check=False)
     assert proc.returncode == 1 and "01_generate" in proc.stdout + proc.stderr
 
@@ -112,7 +112,7 @@ def test_bad_ranker_params_are_refused_before_anything_loads(runs_dir):
                               ("pair_selection", "best_wrost", "best_worst"),
                               ("push_to_hub", "not a repo", "hub repo"),
                               ("test_fraction", "1.0", "[0, 1)")]:
-        proc = cli("validate", "-f", "params/tiny.yaml", "-p", key, value, check=False)
+        proc = cli("validate", "-f", "recipes/tiny.yaml", "-p", key, value, check=False)
         assert proc.returncode == 2 and key in proc.stderr and words in proc.stderr, proc.stderr
 
 
@@ -144,7 +144,7 @@ def test_dataset_card_keeps_every_split():
 
 @pytest.fixture(scope="module")
 def tiny_run(runs_dir):
-    cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
+    cli("run", "-f", "recipes/tiny.yaml", "--iterations", "1",
         *params_args(runs_dir=runs_dir, run_name="rerank", prompts_per_iteration=40, shard_size=8))
     return runs_dir / "rerank"
 
@@ -200,7 +200,7 @@ def test_killed_scoring_resumes_to_the_same_dataset(tiny_run):
 
 
 def test_rerun_skips_the_finished_stage(tiny_run, runs_dir):
-    out = cli("run", "-f", "params/tiny.yaml", "--iterations", "1",
+    out = cli("run", "-f", "recipes/tiny.yaml", "--iterations", "1",
               *params_args(runs_dir=runs_dir, run_name="rerank", prompts_per_iteration=40, shard_size=8)).stdout
     assert "02_rerank: done for these params and inputs, skipped" in out
 

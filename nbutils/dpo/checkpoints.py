@@ -18,9 +18,9 @@ from nbutils.store.files import fresh_for
 
 TRAINING_KEYS = ["beta", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_length", "warmup_ratio", "lr_scheduler_type", "optim",
-                 "gradient_checkpointing", "loss_type", "load_in_4bit", "lora_r", "lora_alpha", "lora_dropout",
-                 "lora_target_modules", "reference_model", "dtype", "device", "seed", "save_steps", "base_model",
-                 "train_sampling_strategy", "use_liger_kernel", "finetuning"]
+                 "gradient_checkpointing", "loss_type", "loss_weights", "ld_alpha", "simpo_gamma", "load_in_4bit",
+                 "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "reference_model", "dtype", "device",
+                 "seed", "save_steps", "base_model", "train_sampling_strategy", "use_liger_kernel", "finetuning"]
 PLACEMENT_KEYS = ["distributed", "devices", "num_nodes"]  # in the fingerprint when distributed is not none
 
 

@@ -1,9 +1,13 @@
 """Stage 03's input: an iteration's preference pairs, checked before TRL sees them.
 
+Iteration n trains on its own ``train_iteration_<n>`` and evaluates on ``test_iteration_<n>``
+(``train_on: this_iteration``, the blog's), or on those of iterations 1..n together
+(``all_iterations``: the folders are ``RunFolder.training_pairs``). A prompt may have several
+pairs (``pair_selection: all_pairs``); stage 02 puts all of them in one split.
 Pairs whose chosen and rejected texts are the same, and pairs whose prompt
 alone fills ``max_length`` (no room for an answer), are skipped and counted;
 pairs longer than ``max_length`` are kept (TRL truncates the answers) and
-counted. An empty or missing dataset is a clear error.
+counted. An empty or missing dataset is a clear error that names the stage to run.
 """
 from __future__ import annotations
 
@@ -40,27 +44,49 @@ def check_pairs(dataset, tokenizer, max_length: int, name: str):
     return rows.select(keep), stats
 
 
-def require_pairs(dataset_dir: Path, iteration: int) -> None:
-    """Fail fast (before a model loads) when stage 02 has not written the pairs."""
-    if not (Path(dataset_dir) / "data").is_dir():
-        raise FileNotFoundError(
-            f"no preference pairs at {dataset_dir}: run stage 02_rerank for iteration {iteration} first "
-            f"(python -m nbutils run -f params/<preset>.yaml --stages 02_rerank --iterations {iteration})")
+def require_pairs(folders: dict[int, Path]) -> None:
+    """Fail fast (before a model loads) when stage 02 has not written the pairs of an iteration trained
+    on. ``folders``: ``{iteration: preference_data folder}`` (``RunFolder.training_pairs``)."""
+    last = max(folders)
+    for k, folder in folders.items():
+        if not (Path(folder) / "data").is_dir():
+            why = (f"; train_on: all_iterations trains iteration {last} on the pairs of iterations 1..{last}"
+                   if len(folders) > 1 else "")
+            raise FileNotFoundError(
+                f"no preference pairs at {folder}: run stage 02_rerank for iteration {k} first "
+                f"(python -m nbutils run -f recipes/<recipe>.yaml --stages 02_rerank --iterations {k}){why}")
 
 
-def load_pairs(dataset_dir: Path, iteration: int, tokenizer, max_length: int):
-    """(train, eval or None, stats) from stage 02's ``train_iteration_<n>`` / ``test_iteration_<n>``."""
-    require_pairs(dataset_dir, iteration)
-    train, stats = check_pairs(load_split(dataset_dir, f"train_iteration_{iteration}"), tokenizer,
-                               max_length, "train")
+def splits(folders: dict[int, Path], kind: str):
+    """The ``train`` or ``test`` splits of ``folders``' iterations, in iteration order, as one dataset.
+    Empty splits are left out: their parquet columns have no types to agree with the others'."""
+    from datasets import concatenate_datasets
+    parts = [load_split(folder, f"{kind}_iteration_{k}") for k, folder in folders.items()]
+    rows = [p for p in parts if len(p)] or parts[:1]
+    return rows[0] if len(rows) == 1 else concatenate_datasets(rows)
+
+
+def load_pairs(folders: dict[int, Path], tokenizer, max_length: int):
+    """(train, eval or None, stats) from stage 02's ``train_iteration_<k>`` / ``test_iteration_<k>`` of each
+    iteration k of ``folders`` (``{iteration: preference_data folder}``: ``RunFolder.training_pairs``)."""
+    require_pairs(folders)
+    names = ", ".join(f"train_iteration_{k}" for k in folders)
+    train, stats = check_pairs(splits(folders, "train"), tokenizer, max_length, "train")
     if len(train) == 0:
-        raise ValueError(f"no pairs to train on in {dataset_dir} (train_iteration_{iteration}): "
+        raise ValueError(f"no pairs to train on in {', '.join(map(str, folders.values()))} ({names}): "
                          f"{stats}. Stage 02's metrics.json says why prompts were skipped.")
-    evaluation, eval_stats = check_pairs(load_split(dataset_dir, f"test_iteration_{iteration}"), tokenizer,
-                                         max_length, "eval")
-    return train, (evaluation if len(evaluation) else None), {**stats, **eval_stats}
+    evaluation, eval_stats = check_pairs(splits(folders, "test"), tokenizer, max_length, "eval")
+    return train, (evaluation if len(evaluation) else None), {**stats, **eval_stats,
+                                                              "pairs_of_iterations": list(folders)}
 
 
 def check_prompts(pairs, k: int = 4) -> list[str]:
-    """The first ``k`` pairs' prompts: where the next policy is checked against the trained model."""
-    return [row["prompt"][0]["content"] for row in pairs.select(range(min(k, len(pairs))))]
+    """The first ``k`` distinct prompts of the pairs (a prompt may have several): where the next policy
+    is checked against the trained model."""
+    prompts: list[str] = []
+    for row in pairs:
+        if row["prompt"][0]["content"] not in prompts:
+            prompts.append(row["prompt"][0]["content"])
+        if len(prompts) == k:
+            break
+    return prompts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from nbutils.dpo import data, launch, launch_command, merge, training
+from nbutils.dpo import data, launch, launch_command, losses, merge, training
 
 
 def distributed(stage) -> bool:
@@ -17,8 +17,10 @@ def distributed(stage) -> bool:
 
 def load_models(stage, policy_path: str, settings: dict):
     """(model, tokenizer, reference): the policy to train (``training.load_policy``) and the
-    reference (None: the policy with its adapters off). Distributed: (None, tokenizer, None): each
-    training process loads its own models (what this machine cannot launch is refused first)."""
+    reference (None: the policy with its adapters off; ``loss_type: simpo``: none at all, said here).
+    Distributed: (None, tokenizer, None): each training process loads its own models (what this
+    machine cannot launch is refused first)."""
+    print(f"loss: {losses.describe(stage.params)}; reference: {losses.reference(stage.params)}")
     if distributed(stage):
         launch_command.preflight(stage["distributed"], stage["devices"], settings["gpu"])
         return None, training.load_tokenizer(policy_path), None

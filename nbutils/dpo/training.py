@@ -1,4 +1,5 @@
-"""Stage 03: DPO with QLoRA (or every weight: ``finetuning: full``) through TRL's ``DPOTrainer``.
+"""Stage 03: DPO with QLoRA (or every weight: ``finetuning: full``) through TRL's ``DPOTrainer`` (or,
+for ``loss_type: simpo``, its ``CPOTrainer``: SimPO, no reference model; :mod:`nbutils.dpo.losses`).
 
 The policy of iteration n is model n-1 loaded in 4-bit nf4 (bitsandbytes) with
 LoRA adapters (peft); the reference is the same model with the adapters
@@ -26,7 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
-from nbutils.compat import length_grouping, peft_resume
+from nbutils.compat import length_grouping, peft_resume, trl_cpo
+from nbutils.dpo import losses
 from nbutils.dpo.checkpoints import checkpoint_complete, drop_checkpoints, fingerprint, resume_point  # noqa: F401
 # (checkpoint_complete and drop_checkpoints: the names tests/test_dpo.py and tests/test_hub.py import from here)
 
@@ -76,8 +78,9 @@ def load_policy(path: str, p: dict, settings: dict, adapters: bool = True):
 
 def reference_model(stage, settings: dict):
     """None (the policy with adapters disabled: model n-1; with ``finetuning: full`` TRL loads model
-    n-1 again), or the initial model for ``reference_model: initial`` after iteration 1."""
-    if stage["reference_model"] == "previous" or stage["iteration"] == 1:
+    n-1 again; ``loss_type: simpo``: no reference at all), or the initial model for
+    ``reference_model: initial`` after iteration 1."""
+    if losses.is_simpo(stage.params) or stage["reference_model"] == "previous" or stage["iteration"] == 1:
         return None
     from nbutils.generate.policies import base_model_path
     return load_policy(base_model_path(stage["base_model"]), stage.params, settings, adapters=False)[0].eval()
@@ -90,15 +93,16 @@ def lora_config(p: dict):
 
 
 def dpo_config(p: dict, settings: dict, output_dir: Path, **overrides):
-    """TRL's config. ``remove_unused_columns`` is off so the ``length`` column reaches the length-grouped
-    sampler (the trainer drops columns before it builds the sampler); TRL's collator reads only its own
-    keys (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), so the other columns go no further. Under
+    """TRL's config: ``DPOConfig``, or ``CPOConfig`` for ``loss_type: simpo``, with the loss's fields
+    (:func:`nbutils.dpo.losses.config_fields`). ``remove_unused_columns`` is off so the ``length``
+    column reaches the length-grouped sampler (the trainer drops columns before it builds the sampler);
+    TRL's collators read only their own keys (DPO's ``prompt_ids``, ``chosen_ids``, ``rejected_ids``;
+    CPO's pass the rest through as lists, which its loss ignores), so the other columns go no further. Under
     DDP no search for unused parameters (transformers turns it on for a peft model; every trained
     weight gets a gradient, and torch warns at each step that the search found none).
     ``overrides``: other ``DPOConfig`` fields (the worker's ``disable_tqdm``)."""
-    from trl import DPOConfig
     fields = dict(
-        output_dir=str(output_dir), beta=p["beta"], loss_type=[p["loss_type"]],
+        output_dir=str(output_dir), beta=p["beta"], **losses.config_fields(p),
         learning_rate=p["learning_rate"], num_train_epochs=p["num_train_epochs"], max_steps=p["max_steps"],
         per_device_train_batch_size=p["per_device_train_batch_size"],
         per_device_eval_batch_size=p["per_device_train_batch_size"],
@@ -111,22 +115,24 @@ def dpo_config(p: dict, settings: dict, output_dir: Path, **overrides):
         length_column_name=LENGTH_COLUMN, remove_unused_columns=False, use_liger_kernel=settings["use_liger_kernel"])
     if p.get("distributed", "none") == "ddp":
         fields["ddp_find_unused_parameters"] = False
-    return DPOConfig(**{**fields, **overrides})
+    return losses.config_class(p)(**{**fields, **overrides})
 
 
 def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, output_dir: Path, ref_model=None,
                  args=None):
-    """TRL's ``DPOTrainer`` with LoRA adapters (none with ``finetuning: full``), the length-grouped
-    sampler that resumes exactly, and QLoRA's adapter dtype kept across a resume. ``args``: a
-    :func:`dpo_config` made before the model loaded (ZeRO-3 loads it sharded only while one lives)."""
-    from trl import DPOTrainer
+    """TRL's ``DPOTrainer`` (``CPOTrainer`` for ``loss_type: simpo``, which takes no ``ref_model``)
+    with LoRA adapters (none with ``finetuning: full``), the length-grouped sampler that resumes
+    exactly, and QLoRA's adapter dtype kept across a resume. ``args``: a :func:`dpo_config` made
+    before the model loaded (ZeRO-3 loads it sharded only while one lives)."""
+    reference = {} if losses.is_simpo(stage.params) else {"ref_model": ref_model}
     with warnings.catch_warnings():
         # TRL 1.16 deprecates use_liger_kernel for Hub kernels loaded by model name (model_init_kwargs): not
         # for a model passed in, as here; nothing a user can act on
         warnings.filterwarnings("ignore", message=r"`use_liger_kernel=True` is deprecated", category=FutureWarning)
-        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args or dpo_config(stage.params, settings, output_dir),
-                             train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-                             peft_config=None if full(stage.params) else lora_config(stage.params))
+        trainer = losses.trainer_class(stage.params)(
+            model=model, args=args or dpo_config(stage.params, settings, output_dir), train_dataset=train,
+            eval_dataset=evaluation, processing_class=tokenizer,
+            peft_config=None if full(stage.params) else lora_config(stage.params), **reference)
     if trainer.args.train_sampling_strategy == "group_by_length":
         trainer.train_dataset = with_lengths(trainer.train_dataset, stage["max_length"])
         trainer.eval_dataset = with_lengths(trainer.eval_dataset, stage["max_length"])  # grouped alike
@@ -137,19 +143,16 @@ def make_trainer(stage, model, tokenizer, train, evaluation, settings: dict, out
 
 
 def with_lengths(dataset, max_length: int):
-    """TRL's tokenized pairs with a ``length`` column for the length-grouped sampler: prompt plus the
-    longer answer in tokens (chat template included), capped at ``max_length`` where TRL's collator
-    truncates: the length a batch holding the pair is padded to."""
+    """TRL's tokenized pairs (DPO's or CPO's: ``nbutils.compat.trl_cpo``) with a ``length`` column for
+    the length-grouped sampler: prompt plus the longer answer in tokens (chat template included),
+    capped at ``max_length`` where TRL truncates: the length a batch holding the pair is padded to."""
     if dataset is None:
         return None
     if LENGTH_COLUMN in dataset.column_names:
         dataset = dataset.remove_columns(LENGTH_COLUMN)
-
-    def lengths(prompt, chosen, rejected):
-        return {LENGTH_COLUMN: [min(len(p) + max(len(c), len(r)), max_length)
-                                for p, c, r in zip(prompt, chosen, rejected)]}
-    return dataset.map(lengths, batched=True, input_columns=["prompt_ids", "chosen_ids", "rejected_ids"],
-                       desc="Measuring pair lengths")
+    columns = trl_cpo.sequence_columns(dataset.column_names)
+    return dataset.map(lambda *ids: {LENGTH_COLUMN: trl_cpo.sequence_lengths(columns, *ids, max_length=max_length)},
+                       batched=True, input_columns=list(columns), desc="Measuring pair lengths")
 
 
 def padding_stats(trainer) -> dict:
@@ -157,9 +160,8 @@ def padding_stats(trainer) -> dict:
     sequences; the sampler's order for this epoch)."""
     real = padded = 0
     for batch in trainer.get_train_dataloader():
-        mask = batch["attention_mask"]
-        real += int(mask.sum())
-        padded += int(mask.numel() - mask.sum())
+        tokens = trl_cpo.batch_tokens(batch)
+        real, padded = real + tokens[0], padded + tokens[1]
     return {"real_tokens": real, "padding_tokens": padded}
 
 
@@ -176,7 +178,8 @@ def train(trainer, stage, output_dir: Path, out_dir: Path) -> dict:
     stats = {"resumed_from_checkpoint": Path(resume).name if resume else None,
              "train_seconds": round(time.perf_counter() - t0, 2), "global_steps": result.global_step,
              "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss),
-             "linear_4bit_layers": nf4_layers}
+             "linear_4bit_layers": nf4_layers, "trainer": type(trainer).__name__,
+             "loss": losses.describe(stage.params), "reference": losses.reference(stage.params)}
     if trainer.eval_dataset is not None:
         stats.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, (int, float))})
     save(trainer, out_dir, sharded=stage.params.get("distributed", "none") in ("zero3", "fsdp2"))

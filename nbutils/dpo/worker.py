@@ -61,8 +61,8 @@ def main(spec_path: str) -> None:
     args = training.dpo_config(stage.params, settings, stage.run.checkpoints(n), disable_tqdm=True)
     model, tokenizer = training.load_policy(spec["policy_path"], stage.params, settings)
     ref_model = training.reference_model(stage, settings)
-    train_pairs, eval_pairs, data_stats = data.load_pairs(stage.run.preference_data(n), n, tokenizer,
-                                                          stage["max_length"])
+    pair_dirs = stage.run.training_pairs(n, stage["train_on"])  # train_on: all_iterations reads 1..n
+    train_pairs, eval_pairs, data_stats = data.load_pairs(pair_dirs, tokenizer, stage["max_length"])
     result = pipeline.fit(stage, model, tokenizer, ref_model, train_pairs, eval_pairs, settings, args,
                           [progress_writer(work / "progress.json")])
     if PartialState().is_main_process:

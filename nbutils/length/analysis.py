@@ -48,7 +48,8 @@ def candidate_table(cands: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs(run_dir: Path, iterations: list[int]) -> pd.DataFrame:
-    """Every DPO pair (train and test splits) with its candidates' lengths and scores."""
+    """Every DPO pair (train and test splits) with its candidates' lengths and scores: a row per pair,
+    so a prompt with several pairs (``all_pairs``) has several rows."""
     frames = []
     for n in iterations:
         folder = RunFolder(run_dir).preference_data(n)
@@ -64,7 +65,8 @@ def pairs(run_dir: Path, iterations: list[int]) -> pd.DataFrame:
 
 
 def pair_table(prs: pd.DataFrame) -> pd.DataFrame:
-    """Per iteration: pairs, mean chosen and rejected chars, share where the chosen is longer."""
+    """Per iteration: pairs, mean chosen and rejected chars, share where the chosen is longer (over the
+    pairs DPO trains on: a prompt with several pairs counts once per pair)."""
     by = prs.assign(chosen_longer=prs["chosen_chars"] > prs["rejected_chars"]).groupby("iteration")
     return pd.DataFrame({"pairs": by.size(), "mean_chosen_chars": by["chosen_chars"].mean(),
                          "mean_rejected_chars": by["rejected_chars"].mean(),
@@ -72,8 +74,10 @@ def pair_table(prs: pd.DataFrame) -> pd.DataFrame:
 
 
 def scored(prs: pd.DataFrame) -> pd.DataFrame:
-    """One row per scored response of the paired prompts: iteration, prompt_id, chars, score."""
-    rows = [(r.iteration, r.prompt_id, len(t), s) for r in prs.itertuples()
+    """One row per scored response of the paired prompts: iteration, prompt_id, chars, score (each
+    prompt once, however many pairs it gave)."""
+    once = prs.drop_duplicates(["iteration", "prompt_id"])
+    rows = [(r.iteration, r.prompt_id, len(t), s) for r in once.itertuples()
             for t, s in zip(r.responses, r.scores) if s is not None and not np.isnan(s)]
     return pd.DataFrame(rows, columns=["iteration", "prompt_id", "chars", "score"])
 
@@ -142,7 +146,7 @@ def compare(run_dir: Path, other_dir: Path, num_iterations: int) -> pd.DataFrame
     config = read_json(RunFolder(other_dir).config)
     if config is None:
         raise FileNotFoundError(f"compare_run: {other_dir} is not a run (no config.json); make it first, "
-                                f"e.g. python -m nbutils run -f params/tiny.yaml")
+                                f"e.g. python -m nbutils run -f recipes/tiny.yaml")
     rows = {run_dir.name: run_rows(run_dir, num_iterations),
             other_dir.name: run_rows(other_dir, config["params"]["num_iterations"])}
     measures = list(dict.fromkeys(c for df in rows.values() for c in df.columns))
@@ -158,7 +162,7 @@ def comparison(run_dir: Path, compare_run: str, num_iterations: int) -> pd.DataF
     other = run_dir.parent / compare_run
     if not RunFolder(other).config.exists():
         print(f"compare_run {compare_run!r}: no such run in {run_dir.parent} yet; make it, then rerun this "
-              f"stage (e.g. python -m nbutils run -f params/tiny.yaml, then --stages 05_length_analysis)")
+              f"stage (e.g. python -m nbutils run -f recipes/tiny.yaml, then --stages 05_length_analysis)")
         return None
     return compare(run_dir, other, num_iterations)
 

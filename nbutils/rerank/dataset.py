@@ -29,7 +29,8 @@ def split_names(paths: list[str]) -> list[str]:
 
 
 def snorkel_rows(selected: list[dict]) -> pd.DataFrame:
-    """Selected rows (with ``chosen_index``/``rejected_index``) in the Snorkel schema."""
+    """Selected rows (with ``chosen_index``/``rejected_index``) in the Snorkel schema: one row per pair
+    (a prompt with several pairs has several rows, each with all its responses and scores)."""
     rows = []
     for r in selected:
         responses, scores = list(r["all_generated_responses"]), list(r["all_rm_scores"])
@@ -46,12 +47,15 @@ def snorkel_rows(selected: list[dict]) -> pd.DataFrame:
 
 
 def split(df: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded (train, test) split by prompt; the test split gets round(n * fraction) rows."""
-    order = list(range(len(df)))
+    """A seeded (train, test) split by ``prompt_id``: the test split gets round(n * fraction) of the n
+    prompts with all their pairs (``all_pairs`` gives a prompt several), so no prompt is in both.
+    With one pair per prompt this is the split it always was (the same shuffle of the same count)."""
+    prompts = list(dict.fromkeys(df["prompt_id"]))
+    order = list(range(len(prompts)))
     random.Random(seed).shuffle(order)
-    n_test = round(len(df) * test_fraction)
-    test = sorted(order[:n_test])
-    return df.drop(index=df.index[test]).reset_index(drop=True), df.iloc[test].reset_index(drop=True)
+    held_out = {prompts[i] for i in order[:round(len(prompts) * test_fraction)]}
+    test = df["prompt_id"].isin(held_out).to_numpy()
+    return df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
 
 
 def write_dataset(splits: dict[str, pd.DataFrame], out_dir: Path, note: str) -> Path:

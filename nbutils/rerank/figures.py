@@ -7,8 +7,9 @@ from nbutils.show.figures import save
 
 
 def score_distribution(pairs, path, title: str = "Reward scores"):
-    """Histogram of every scored response, with the chosen and rejected ones overlaid."""
-    every = [s for row in pairs["all_rm_scores"] for s in row if s is not None]
+    """Histogram of every scored response (each prompt's once, however many pairs it gave), with the
+    chosen and rejected ones of each pair overlaid."""
+    every = [s for row in pairs.drop_duplicates("prompt_id")["all_rm_scores"] for s in row if s is not None]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(every, bins=30, color="#BBBBBB", label="all responses")
     ax.hist(pairs["score_chosen"], bins=30, alpha=0.7, color="#55A868", label="chosen")

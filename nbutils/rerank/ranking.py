@@ -1,4 +1,4 @@
-"""Stage 02: score every response, pick a pair per prompt, write the DPO dataset.
+"""Stage 02: score every response, pick the pairs of each prompt, write the DPO dataset.
 
 Empty responses are not scored (``None`` in ``all_rm_scores``) and never
 picked. Scores are written in shards, so a killed run resumes.
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from nbutils.rerank import dataset
-from nbutils.rerank.pairs import select_pairs
+from nbutils.rerank.pairs import SELECTION_PARAMS, select_pairs
 from nbutils.rerank.rankers import load_ranker
 from nbutils.rerank.judges import judge_model, label
 from nbutils.store.shards import write_shards
@@ -28,7 +28,7 @@ def load_generations(path: Path, iteration: int) -> pd.DataFrame:
     if not Path(path).exists():
         raise FileNotFoundError(
             f"no generations at {path}: run stage 01_generate for iteration {iteration} first "
-            f"(python -m nbutils run -f params/<preset>.yaml --stages 01_generate --iterations {iteration})")
+            f"(python -m nbutils run -f recipes/<recipe>.yaml --stages 01_generate --iterations {iteration})")
     df = pd.read_parquet(path)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
@@ -135,9 +135,11 @@ def rerank(stage, generations_path: Path, out_dir: Path) -> tuple[dict, dict]:
              "empty_responses_not_scored": sum(not t.strip() for t in texts),
              "prompts_with_other_response_counts": sum(c != max(counts) for c in counts) if counts else 0,
              **skipped, "pairs": len(train) + len(test), "train_pairs": len(train), "test_pairs": len(test),
+             "paired_prompts": len({r["prompt_id"] for r in selected}),
              **dataset.length_stats(pd.concat([train, test])),
              **stats, "ranker": judge, "pair_selection": stage["pair_selection"],
-             "length_penalty": stage["length_penalty"]}
+             "length_penalty": stage["length_penalty"],
+             **{k: stage[k] for k in SELECTION_PARAMS.get(stage["pair_selection"], {}) if k != "length_penalty"}}
     if stage["push_to_hub"]:
         stats["pushed_to"] = dataset.push(out_dir, stage["push_to_hub"], note)
     stats["stage_seconds"] = round(time.perf_counter() - t0, 2)

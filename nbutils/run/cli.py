@@ -31,9 +31,9 @@ def preset_file(value: str) -> str:
     """``-f``: a params file that exists (relative paths: from the repository root)."""
     from nbutils.store.files import repo_path
     if not repo_path(value).is_file():
-        presets = ", ".join(f"params/{p.name}" for p in sorted(P.PARAMS_DIR.glob("*.yaml")))
+        recipes = ", ".join(f"recipes/{p.name}" for p in sorted(P.RECIPES_DIR.glob("*.yaml")))
         raise argparse.ArgumentTypeError(f"no such params file {value!r} (relative to the repository root); "
-                                         f"presets: {presets}")
+                                         f"recipes: {recipes}")
     return value
 
 
@@ -44,6 +44,14 @@ def iteration_numbers(value: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected iteration numbers separated by commas, e.g. 1,2; "
                                          f"got {value!r}") from None
+
+
+def comparison_name(value: str) -> str:
+    """``--name``: a folder name under runs_dir."""
+    import re
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a folder name (letters, digits, '.', '-', '_')")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -80,6 +88,15 @@ def parser() -> argparse.ArgumentParser:
         if name == "preflight":
             sp.add_argument("--gpu", type=gpu_name, help="plan for this card (h100, a100, l40s, rtx4090; any case) "
                                                           "instead of the one found")
+    sp = sub.add_parser("compare", help="several recipes from the same iteration-1 samples and scores, then "
+                                        "notebook 06 over their runs (runs/<name>/comparison.csv)")
+    sp.add_argument("-f", dest="files", action="append", default=[], type=preset_file,
+                    help="a complete recipe (recipes/<name>.yaml); two or more, the first's samples shared")
+    sp.add_argument("-p", dest="pairs", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="override one param in every recipe (sizes, runs_dir)")
+    sp.add_argument("--name", type=comparison_name,
+                    help="the comparison's folder under runs_dir (default: compare-<run names>)")
+    sp.add_argument("--verbose", action="store_true", help="stream each notebook's output to the terminal")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     return ap
@@ -132,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             values, sources = P.resolve(args.files, _overrides(args.pairs))
             for k, v in values.items():
                 print(f"{k:24} {v!r:48} # {sources.get(k, '')}")
+        elif args.command == "compare":
+            from nbutils.run.compare import compare_recipes
+            compare_recipes(args.files, _overrides(args.pairs), args.name or "", args.verbose)
         elif args.command == "params":
             for d in P.vocabulary().values():
                 print(f"{d.name:24} {d.annotation:8} {d.notebook:14} {d.help}")

@@ -4,7 +4,8 @@ A stage is done only if its params **and** these fingerprints are what they were
 committed; change anything upstream and everything downstream reruns, and says why.
 
 * an earlier stage's output (``iter_1/generations.parquet``, ``iter_1/policy``, ...): the
-  digest of its files' hashes in that stage's manifest (``missing`` if not committed);
+  digest of its files' hashes in that stage's manifest (``missing`` if not committed); stage 03
+  with ``train_on: all_iterations`` reads the pairs of every iteration up to its own;
 * a source named by a param (prompts, models, ranker, eval set): a local file's SHA-256, a local
   folder's file list (sizes, mtimes), a ``module:function``'s source file, a hub repo's cached
   revision; a built-in tiny name stands for itself.
@@ -64,8 +65,10 @@ def upstream(stage) -> dict[str, tuple[Path, str]]:
         return policy(n - 1)
     if stage.notebook == "02_rerank":
         return {f"iter_{n}/generations.parquet": (run.manifest("01_generate", n), "generations")}
-    if stage.notebook == "03_dpo_qlora":
-        return {f"iter_{n}/preference_data": (run.manifest("02_rerank", n), "preference_data"), **policy(n - 1)}
+    if stage.notebook == "03_dpo_qlora":  # train_on: all_iterations reads iterations 1..n's pairs
+        pairs = run.training_pairs(n, stage.params.get("train_on", "this_iteration"))
+        return {**{f"iter_{k}/preference_data": (run.manifest("02_rerank", k), "preference_data") for k in pairs},
+                **policy(n - 1)}
     if stage.notebook == "04_evaluate":  # the iterations it evaluates: those committed
         return {k: v for n in range(1, stage.params["num_iterations"] + 1) if run.has_policy(n)
                 for k, v in policy(n).items()}

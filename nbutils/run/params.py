@@ -2,8 +2,9 @@
 
 The notebooks' ``parameters`` cells are the schema: each key is a typed literal
 assignment with a comment (``num_samples: int = 5  # responses per prompt``).
-Presets (``params/*.yaml``) are flat dicts merged in order over
-``params/base.yaml``; then ``-p key value`` overrides. Validation (unknown keys,
+Recipes (``recipes/*.yaml``: complete, every key) and overlays
+(``recipes/overlays/*.yaml``: sizes or devices, after a recipe) are flat dicts merged in order
+over ``params/base.yaml``; then ``-p key value`` overrides. Validation (unknown keys,
 types, ranges, paths) runs before any model loads and names the key and the
 file it came from.
 """
@@ -25,6 +26,7 @@ from nbutils.run.rules import RULES, check_relations
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
 BASE_PRESET = PARAMS_DIR / "base.yaml"
+RECIPES_DIR = REPO_ROOT / "recipes"  # complete recipes; overlays/ under it
 SECRET_WORDS = ("token", "api_key", "apikey", "secret", "password")
 
 
@@ -81,9 +83,10 @@ def declared_in(notebook: Path) -> dict[str, Declared]:
 
 @functools.cache
 def vocabulary(notebooks_dir: Path = NOTEBOOKS_DIR) -> dict[str, Declared]:
-    """Every key any notebook declares; a key declared twice must agree on its type."""
+    """Every key any stage notebook declares; a key declared twice must agree on its type.
+    Notebook 06 reads finished runs and declares its own few keys: not a recipe's."""
     vocab: dict[str, Declared] = {}
-    for nb in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+    for nb in sorted(Path(notebooks_dir).glob("0[1-5]_*.ipynb")):
         for name, d in declared_in(nb).items():
             if name in vocab and vocab[name].annotation != d.annotation:
                 raise ParamsError(f"{name}: declared as {vocab[name].annotation} in "
@@ -182,9 +185,17 @@ def validate(values: dict, sources: dict | None = None, keys: dict | None = None
     return out
 
 
+def overlay_alone(overlay: str, under: str) -> str:
+    return (f"overlay: {overlay!r} changes sizes or devices only and needs a complete recipe before it, not "
+            f"{under}: e.g. -f recipes/snorkel.yaml -f recipes/overlays/{overlay}.yaml")
+
+
 def resolve(files: list[str | Path], overrides: dict | None = None) -> tuple[dict, dict]:
-    """Merged and validated (values, sources); every declared key gets a value."""
+    """Merged and validated (values, sources); every declared key gets a value. An overlay
+    (``overlay`` set) with no recipe before it (``recipe`` still base.yaml's) is refused."""
     values, sources = merge(files, overrides)
+    if values.get("overlay") and sources.get("recipe") == str(BASE_PRESET):
+        raise ParamsError(overlay_alone(values["overlay"], "params/base.yaml alone"))
     missing = sorted(set(vocabulary()) - set(values))
     if missing:
         raise ParamsError(f"{BASE_PRESET.name} lacks declared keys: {', '.join(missing)}")

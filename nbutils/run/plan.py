@@ -134,7 +134,7 @@ def dpo_memory(v: dict, params: float, iteration: int) -> float:
     s, tokens = shape(params, MISTRAL), 2 * v["per_device_train_batch_size"] * v["max_length"]
     layer = 2 * (16 * s["hidden"] + 4 * s["intermediate"])  # one layer's activations per token, bf16
     kept = 2 * s["hidden"] * s["layers"] + layer if v.get("gradient_checkpointing", True) else layer * s["layers"]
-    ref = params * DTYPE_BYTES.get(v["dtype"], 2) / shards if full else (
+    ref = 0 if simpo(v) else params * DTYPE_BYTES.get(v["dtype"], 2) / shards if full else (
         weights if v.get("reference_model") == "initial" and iteration > 1 else 0)
     act = tokens * (kept + 10 * s["vocab"])  # + logits: bf16, fp32 copy, log-softmax
     return (weights + ref + 16 * trained / shards + live + act) / GIB + 0.5
@@ -191,7 +191,8 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
         row("02_rerank", it, f"{prompts:,} prompts x {k * (k - 1)} PairRM comparisons, ~{per / 1000:.2g}k tokens "
             "each", tokens, peak, t, prompts * (k + 2) * ans * 2 / GIB + cache,
             "PairRM in fp16" + (f"; +{cache:.1f} GiB hub cache" if cache else ""))
-        pairs = prompts * (1 - v.get("test_fraction", 0.05))
+        pairs = prompts * pairs_per_prompt(v, k) * (1 - v.get("test_fraction", 0.05)) * (
+            it if v.get("train_on") == "all_iterations" else 1)  # iterations 1..n's pairs
         batch = v["per_device_train_batch_size"] * v["gradient_accumulation_steps"] * procs
         sampling = v.get("train_sampling_strategy", "random")
         steps = math.ceil(pairs * v["num_train_epochs"] / batch)
@@ -199,7 +200,7 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
         seq = min(v["max_length"], PROMPT_TOKENS + ans)
         quantized, why = quantize_base(v, params, g.memory_gib, it)
         rate = (g.full_dpo_tok_s(params) if full else g.dpo_tok_s(not quantized, sampling)) * procs \
-            * (DP_EFFICIENCY[v["distributed"]] if procs > 1 else 1)
+            * (DP_EFFICIENCY[v["distributed"]] if procs > 1 else 1) * (NO_REFERENCE_SPEEDUP if simpo(v) else 1)
         tokens, train = steps * batch * 2 * seq, dpo_memory({**v, "load_in_4bit": quantized}, params, it)
         merge = 0 if full else (params + lora) * nbytes / GIB + 0.5
         trained = params if full else lora
@@ -233,12 +234,27 @@ def plan(values: dict, gpu: str) -> pd.DataFrame:
     return table
 
 
+# SimPO has no reference model: a step's forwards are the policy's (2 x 3 units) without the reference's (2 x 1)
+NO_REFERENCE_SPEEDUP = 8 / 6
+
+
+def simpo(v: dict) -> bool:
+    return v.get("loss_type") == "simpo"
+
+
+def pairs_per_prompt(v: dict, k: int) -> int:
+    """Pairs stage 02 makes of a prompt's ``k`` answers: one, or with ``all_pairs`` every ranked pair up
+    to ``max_pairs_per_prompt``."""
+    return min(v.get("max_pairs_per_prompt", 10), k * (k - 1) // 2) if v.get("pair_selection") == "all_pairs" else 1
+
+
 def training_kind(v: dict, quantized: bool, why: str) -> str:
     procs = processes(v)
     where = f" on {procs} processes ({v['distributed']})" if procs > 1 else ""
+    loss = "SimPO (no reference model), " if simpo(v) else ""
     if v.get("finetuning") == "full":
-        return f"full fine-tuning{where}"
-    return f"{'QLoRA' if quantized else 'LoRA on the bf16 base'}{where} ({why})"
+        return f"{loss}full fine-tuning{where}"
+    return f"{loss}{'QLoRA' if quantized else 'LoRA on the bf16 base'}{where} ({why})"
 
 
 def totals(table: pd.DataFrame) -> dict:

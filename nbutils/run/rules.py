@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 
+from nbutils.dpo import losses
 from nbutils.store.files import repo_path
-from nbutils.sources.kinds import (HUB_ID, LOCAL_SUFFIXES, PACKAGED_MODELS, SELF, TINY_MODELS, TINY_RANKERS, is_function_spec,
-                             looks_local)
+from nbutils.sources.kinds import (HUB_ID, LOCAL_SUFFIXES, PACKAGED_MODELS, SELF, TINY_MODELS, TINY_RANKERS,
+                                   is_function_spec, kind, looks_local)
 
 
 def at_least(low):
@@ -107,8 +108,6 @@ def true_false_or_auto(v):
     return None if isinstance(v, bool) or v == "auto" else "must be true, false or auto"
 
 
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # TRL 1.16
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
@@ -168,6 +167,8 @@ RULES = {
     "ranker_batch_size": at_least(1),
     "pair_selection": pair_selection,
     "length_penalty": at_least(0.0),
+    "near_best": at_least(0.0),
+    "max_pairs_per_prompt": at_least(1),
     "test_fraction": in_unit_interval,
     "push_to_hub": hub_repo_or_empty,
     "beta": positive,
@@ -180,7 +181,10 @@ RULES = {
     "warmup_ratio": in_unit_interval,
     "lr_scheduler_type": one_of(*SCHEDULERS),
     "optim": optimizer,
-    "loss_type": one_of(*DPO_LOSSES),
+    "loss_type": losses.loss_type_problem,  # the loss keys' rules: nbutils.dpo.losses
+    "loss_weights": losses.loss_weights_problem,
+    "ld_alpha": losses.ld_alpha_problem,
+    "simpo_gamma": losses.simpo_gamma_problem,
     "load_in_4bit": true_false_or_auto,
     "train_sampling_strategy": one_of("random", "group_by_length"),
     "use_liger_kernel": true_false_or_auto,
@@ -189,6 +193,7 @@ RULES = {
     "lora_dropout": in_unit_interval,
     "lora_target_modules": non_empty,
     "reference_model": one_of("previous", "initial"),
+    "train_on": one_of("this_iteration", "all_iterations"),
     "save_steps": at_least(1),
     "eval_dataset": dataset_source,
     "eval_instructions": at_least(0),
@@ -217,10 +222,36 @@ def check_relations(v: dict) -> list[str]:
             problems.append(f"{key}: must be below max_model_len (the prompt needs room)")
     if v.get("compare_run") and v["compare_run"] == v.get("run_name"):
         problems.append(f"compare_run: {v['compare_run']!r} is this run; name another run, or leave it empty")
-    if v.get("length_penalty", 0) > 0 and v.get("pair_selection", "length_controlled") != "length_controlled":
-        problems.append(f"length_penalty: {v['length_penalty']} acts only with pair_selection: length_controlled "
-                        f"(it is {v['pair_selection']}); set both, or length_penalty: 0.0")
-    return problems + parallel_relations(v)
+    problems += selection_relations(v)
+    return problems + losses.problems(v) + world_relations(v) + parallel_relations(v)
+
+
+def world_relations(v: dict) -> list[str]:
+    """A tiny model (built here, for the CPU) with the real world's prompts or judge: two presets'
+    keys mixed, as ``papermill -f <preset>`` does with a file that is not a complete recipe (it
+    merges over the notebook's tiny defaults and leaves the keys the file lacks tiny)."""
+    if kind(v.get("base_model", "")) != "tiny":
+        return []
+    real = [k for k in ("prompts_dataset", "ranker") if v.get(k) and kind(v[k]) == "hub"]
+    if not real:
+        return []
+    return [f"base_model: {v['base_model']!r} (a tiny model) with " + ", ".join(f"{k}: {v[k]!r}" for k in real)
+            + " (the hub): two worlds mixed. papermill -f merges a file over the notebook's tiny defaults, so a "
+            "preset that is not complete leaves tiny values in place: give a complete recipe (recipes/<name>.yaml "
+            "sets every key), or run it with python -m nbutils run -f, which merges over params/base.yaml"]
+
+
+def selection_relations(v: dict) -> list[str]:
+    """A selection's own param (``length_penalty``, ``near_best``, ``max_pairs_per_prompt``) set away from
+    base.yaml's value with another ``pair_selection``: it would do nothing, so say so."""
+    from nbutils.rerank.pairs import SELECTION_PARAMS
+    problems = []
+    for method, defaults in SELECTION_PARAMS.items():
+        for key, default in defaults.items():
+            if v.get(key, default) != default and v.get("pair_selection", method) != method:
+                problems.append(f"{key}: {v[key]} acts only with pair_selection: {method} "
+                                f"(it is {v['pair_selection']}); set both, or {key}: {default}")
+    return problems
 
 
 def parallel_relations(v: dict) -> list[str]:

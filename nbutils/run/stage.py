@@ -24,7 +24,7 @@ from nbutils.store.paths import ParamsView
 
 
 # Where a run lives is not what it is: a run folder moved or copied whole is still done.
-LOCATION = ("runs_dir", "run_name")
+LOCATION = ("runs_dir", "run_name", "recipe", "overlay")  # where a run lives and what its files are named
 # How many iterations the run has does not change one iteration's work (stages 01-03 only check that the
 # prompt pool holds them): a run extended to more iterations, or a copied iteration, keeps what is done.
 RUN_LENGTH = ("num_iterations",)
@@ -144,6 +144,8 @@ def resolve_notebook(notebook: str, namespace: dict) -> Stage:
                if k not in vocab]
     if unknown:
         raise P.ParamsError("invalid parameters passed to this notebook:\n  " + "\n  ".join(unknown))
+    if namespace.get("overlay") and "overlay" in injected_names(namespace) and "recipe" not in injected_names(namespace):
+        raise P.ParamsError(P.overlay_alone(namespace["overlay"], "this notebook's defaults (the tiny recipe)"))
     stage = Stage(notebook, P.validate({k: namespace[k] for k in declared}, keys=declared))
     stage.device  # a GPU preset without a usable GPU stops here, before anything loads
     stage.out_dir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,13 @@ class RunFolder:
         """Stage 02's pairs of iteration ``n`` (a parquet dataset)."""
         return self.iteration(n) / "preference_data"
 
+    def training_pairs(self, n: int, train_on: str = "this_iteration") -> dict[int, Path]:
+        """``{iteration: preference_data folder}`` that stage 03 of iteration ``n`` trains on (its train
+        splits) and evaluates on (its test splits): ``n``'s (``train_on: this_iteration``, the blog's) or
+        those of iterations 1..``n`` (``all_iterations``)."""
+        first = 1 if train_on == "all_iterations" else n
+        return {k: self.preference_data(k) for k in range(first, n + 1)}
+
     def policy(self, n: int) -> Path:
         """Stage 03's merged model of iteration ``n``: the model iteration ``n + 1`` samples from."""
         return self.iteration(n) / "policy"
