@@ -56,7 +56,7 @@ def user_checkout(tmp_path_factory):
     """A copy of the workbook as a new user has it, importing its own nbutils;
     the tiny-model cache is shared so models are built once per test session."""
     root = tmp_path_factory.mktemp("checkout")
-    for part in ("notebooks", "nbutils", "params", "requirements"):
+    for part in ("notebooks", "nbutils", "params", "recipes", "requirements"):
         shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(root), "NBUTILS_CACHE": str(REPO_ROOT / ".cache")}
     return root, env

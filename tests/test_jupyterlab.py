@@ -43,7 +43,7 @@ def edit_parameters(path, values: dict):
 def lab(tmp_path_factory):
     """JupyterLab on a fresh checkout, with the project's Jupyter config; yields (url, token, root)."""
     root = tmp_path_factory.mktemp("learner")
-    for part in ("notebooks", "nbutils", "params", "jupyter"):
+    for part in ("notebooks", "nbutils", "params", "recipes", "jupyter"):
         shutil.copytree(REPO_ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     for name, values in EDITS.items():
         edit_parameters(root / "notebooks" / f"{name}.ipynb", values)
