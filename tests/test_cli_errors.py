@@ -47,6 +47,9 @@ BAD: dict[str, list[tuple[list[str], list[str]]]] = {
                            (["{tmp}/empty.json"], ["empty.json", "non-empty list"]),
                            (["{tmp}/no-output.json"], ["no-output.json", "row 0", "output"])],
     "--name": [(["--name", "../elsewhere"], ["--name", "not a folder name"]), (["--name", ""], ["--name"])],
+    "--run": [(["--run", "{tmp}/runs/no-such-run"], ["--run", "no-such-run", "no run at"]),
+              (["--run", "no-such-run-name"], ["--run", "runs/no-such-run-name", "no run at"]),
+              (["--run", "{tmp}/runs/empty"], ["--run", "empty", "no report.html"])],  # a run not finished
     # flags: a case only where a combination is wrong
     "--force": [],
     "--verbose": [],

@@ -234,3 +234,12 @@ def test_length_grouped_batches_pad_less_and_leave_every_pairs_log_probs_as_they
     assert grouped["padding_tokens"] < 0.5 * mixed["padding_tokens"], out
     for k in ("chosen", "rejected"):
         assert grouped[k] == pytest.approx(mixed[k], rel=1e-4), out
+
+
+def test_notebook_03_checks_the_dpo_loss_by_hand_against_what_trl_logs(loop):
+    """Each iteration's notebook 03 computed the DPO loss of one eval batch by hand and compared it with
+    TRL's evaluate() on that batch (nbutils.dpo.by_hand; the notebook raises past the tolerance)."""
+    for n in (1, 2):
+        m = metrics(loop, n)["03_dpo_qlora"]
+        assert m["by_hand_tolerance"] == 1e-3 and m["by_hand_max_difference"] <= 1e-3
+        assert m["by_hand_margin"] != 0 and abs(m["by_hand_loss"] - 0.6931) > 1e-3  # a trained policy

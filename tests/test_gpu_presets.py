@@ -93,7 +93,7 @@ def test_ultrafeedback_preset_generates_and_reranks_on_the_twins(hub_twins, runs
 
 
 def test_snorkel_lc_preset_selects_length_controlled_pairs_on_the_twins(twin_snorkel, hub_twins, runs_dir):
-    """From a copy of the snorkel run's iteration 1 (README: the same samples, stage 01 saved)."""
+    """From a copy of the snorkel run's iteration 1 (docs/recipes.md: the same samples, stage 01 saved)."""
     shutil.copytree(twin_snorkel / "iter_1", runs_dir / "snorkel-lc" / "iter_1")
     out = twin_run(hub_twins, runs_dir, "-f", "recipes/snorkel.yaml", "-f", "recipes/snorkel-lc.yaml",
                    "--iterations", "1", "--stages", "01_generate,02_rerank").stdout

@@ -161,3 +161,34 @@ def test_cpo_imports_without_trl_experimental_notice():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]", out
+
+
+def by_hand_table(stage, trainer, beta=None, trl_pairs=None):
+    """Notebook 03's cells: the log-probs by hand, then rewards, margin and loss, then TRL's values
+    (on ``trl_pairs``: by default the same pairs)."""
+    import numpy as np
+
+    from nbutils.dpo import by_hand
+    pairs = by_hand.batch_pairs(trainer, PAIRS)
+    logps = by_hand.log_probs(trainer, pairs)
+    beta = stage["beta"] if beta is None else beta
+    logps["reward_chosen"] = beta * (logps.policy_chosen - logps.reference_chosen)
+    logps["reward_rejected"] = beta * (logps.policy_rejected - logps.reference_rejected)
+    logps["margin"] = logps.reward_chosen - logps.reward_rejected
+    logps["loss"] = np.logaddexp(0, -logps.margin)
+    logged = by_hand.trl_logged(trainer, pairs if trl_pairs is None else trl_pairs)
+    return by_hand.compare(logps, logged, by_hand.tolerance(torch.float32), ["sigmoid"])
+
+
+def test_the_dpo_loss_by_hand_is_what_trl_logs_for_the_same_batch(tiny, tmp_path):
+    """Notebook 03's check on a trained policy: the by-hand loss, rewards and log-probs equal TRL's
+    evaluate() on the same 8 pairs; a wrong beta, or TRL's values of other pairs, fail it."""
+    stage, trainer = trainer_for(tiny, tmp_path)
+    trainer.train()
+    table = by_hand_table(stage, trainer)
+    assert table["|difference|"].max() <= 1e-3 and set(table.index) >= {"loss", "rewards/margins", "logps/chosen"}
+    assert table.loc["rewards/margins", "by hand"] > 0.05  # trained: not the untrained ln 2 with margin 0
+    with pytest.raises(AssertionError, match="rewards/chosen"):
+        by_hand_table(stage, trainer, beta=2 * stage["beta"])
+    with pytest.raises(AssertionError, match="logps/chosen"):
+        by_hand_table(stage, trainer, trl_pairs=trainer.train_dataset.select(range(1, PAIRS)))

@@ -67,11 +67,12 @@ def real_gamed_csv() -> Path:
     return dataset_file(ALPACA_EVAL, ALPACA_EVAL_FILES["gamed"])
 
 
-def win_rates(annotations: pd.DataFrame, glm: str = MINIMAL) -> dict:
+def win_rates(annotations: pd.DataFrame, glm: str = MINIMAL, weights_dir: Path | None = None) -> dict:
     """alpaca_eval's win rate, standard error and LC win rate (GLM ``glm``) for one model's
     annotations (columns ``index``, ``output_1`` reference, ``output_2`` model, ``generator_1``,
     ``generator_2``, ``preference`` in [1, 2], 2 = the model wins). ``V1`` reads the real
-    ``df_gamed.csv``. Under 5 annotations (the GLM's 5-fold cross-validation) LC is NaN."""
+    ``df_gamed.csv``. Under 5 annotations (the GLM's 5-fold cross-validation) LC is NaN. With
+    ``weights_dir``, alpaca_eval also writes the fitted GLM's weights there (:func:`glm_fit` reads them)."""
     from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate, get_winrate
     if len(annotations) < 5:
         rates = {k: float(v) for k, v in get_winrate(annotations).items()}
@@ -83,9 +84,22 @@ def win_rates(annotations: pd.DataFrame, glm: str = MINIMAL) -> dict:
         # fit it returns is what the leaderboard's code returns too): not something a user can act on
         from sklearn.exceptions import ConvergenceWarning
         warnings.simplefilter("ignore", ConvergenceWarning)
-        out = get_length_controlled_winrate(annotations.copy(), glm_name=glm, save_weights_dir=None,
+        out = get_length_controlled_winrate(annotations.copy(), glm_name=glm, save_weights_dir=weights_dir,
                                             is_warn_extreme_changes=False)
     return {k: float(v) for k, v in out.items()}
+
+
+def glm_fit(annotations: pd.DataFrame, glm: str = MINIMAL) -> dict:
+    """:func:`win_rates` and the GLM's fitted weights, as alpaca_eval saves them (``weights``: feature ->
+    coefficient; the minimal GLM's are ``np.tanh(std_delta_len)`` and the intercept
+    ``not_gamed_baseline.astype(float)``), and the length difference's scale: its feature is
+    (reference length − model length) / ``length_scale``, in characters."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rates = win_rates(annotations, glm, Path(tmp))
+        files = list(Path(tmp).glob(f"{glm}/*.csv"))
+        weights = pd.read_csv(files[0], index_col=0).iloc[-1].to_dict() if files else {}
+    delta = annotations["output_1"].str.len() - annotations["output_2"].str.len()
+    return {**rates, "weights": weights, "length_scale": float(delta.std())}
 
 
 def read_model_outputs(path) -> pd.DataFrame:

@@ -42,7 +42,8 @@ def fit(stage, model, tokenizer, ref_model, train_pairs, eval_pairs, settings: d
         callbacks=()) -> dict:
     """The trainer (``training.make_trainer``, with ``callbacks``), training with resume and the
     saved adapter (or whole model), the step log; with ``finetuning: full`` the trained model's
-    next-token log-probs on the first pairs' prompts, which the saved policy must give back. In
+    next-token log-probs on the first pairs' prompts, which the saved policy must give back; and the
+    ``trainer`` itself (notebook 03 checks its loss by hand; the notebook drops it before merging). In
     every process of a distributed run (ZeRO-3 and FSDP2 gather the weights in each forward)."""
     from nbutils.exec import memory
     run, n = stage.run, stage["iteration"]
@@ -53,7 +54,7 @@ def fit(stage, model, tokenizer, ref_model, train_pairs, eval_pairs, settings: d
         trainer.add_callback(callback)
     stats = training.train(trainer, stage, run.checkpoints(n), run.policy(n) if full else run.adapter(n))
     main = trainer.accelerator.is_main_process
-    result = {"train_stats": stats, "steps": training.step_log(trainer),
+    result = {"train_stats": stats, "steps": training.step_log(trainer), "trainer": trainer,
               "memory": memory.report("after training") if main else {}}
     if full:
         if main:

@@ -65,6 +65,7 @@ def main(spec_path: str) -> None:
     train_pairs, eval_pairs, data_stats = data.load_pairs(pair_dirs, tokenizer, stage["max_length"])
     result = pipeline.fit(stage, model, tokenizer, ref_model, train_pairs, eval_pairs, settings, args,
                           [progress_writer(work / "progress.json")])
+    result.pop("trainer")  # stays in this process
     if PartialState().is_main_process:
         logprobs = result.pop("trained_logprobs", None)
         if logprobs is not None:

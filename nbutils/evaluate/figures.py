@@ -61,3 +61,31 @@ def calibration_scatter(table, path, judge: str):
     fig.suptitle("Offline judge vs the leaderboard's GPT-4-turbo, same outputs and reference", y=1.0)
     fig.tight_layout()
     return save(fig, path)
+
+
+def lc_fit(annotations, fit: dict, path, title: str = "Length control: the GLM's fit"):
+    """Each instruction's preference for the model (0 loses, ½ tie, 1 wins; jittered) against its
+    answer's length minus the reference's, the means of length bins, the fitted GLM curve
+    (``fit``: ``compat.alpaca_eval.glm_fit``) and its value at equal length: the LC win rate."""
+    import numpy as np
+    import pandas as pd
+    delta = (annotations["output_2"].str.len() - annotations["output_1"].str.len()).to_numpy(float)
+    wins = (annotations["preference"].astype(float) - 1).to_numpy()
+    w, b = (fit["weights"].get(k, np.nan) for k in ("np.tanh(std_delta_len)", "not_gamed_baseline.astype(float)"))
+    jitter = np.random.default_rng(0).uniform(-0.03, 0.03, len(wins))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(delta, wins + jitter, s=10, alpha=0.4, color="#4C72B0", label="one instruction")
+    bins = pd.qcut(delta, min(6, len(set(delta))), duplicates="drop")
+    means = pd.DataFrame({"d": delta, "w": wins}).groupby(bins, observed=True).mean()
+    ax.plot(means["d"], means["w"], "s", color="#222222", label="mean of a length bin")
+    x = np.linspace(delta.min(), delta.max(), 200)
+    ax.plot(x, 1 / (1 + np.exp(-(b + w * np.tanh(-x / fit["length_scale"])))), color="#DD8452",
+            label=f"GLM: σ({b:.2f} {w:+.2f}·tanh(−Δ/{fit['length_scale']:.0f}))")
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.plot([0], [fit["length_controlled_winrate"] / 100], "o", color="#C44E52", ms=9,
+            label=f"at equal length: LC {fit['length_controlled_winrate']:.1f}")
+    ax.axhline(fit["win_rate"] / 100, color="#4C72B0", lw=1, ls=":", label=f"win rate {fit['win_rate']:.1f}")
+    ax.set(xlabel="model answer − reference answer (characters), Δ", ylabel="model wins", ylim=(-0.08, 1.08),
+           title=title)
+    ax.legend(fontsize=8, loc="center right")
+    return save(fig, path)

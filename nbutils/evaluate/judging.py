@@ -25,6 +25,7 @@ LC_NOTES = {
              "GPT-4-turbo's judgments, in the hub's df_gamed.csv); AlpacaEval only",
     "lc_minimal": f"LC win rate by alpaca_eval's {MINIMAL} GLM: length term and intercept, fit on this "
                   "judge's preferences alone; any eval set"}
+ANNOTATIONS = "annotations.json"  # a model's judged instructions, beside its model_outputs.json
 COLUMNS = ["model", "kind", "judge", "win_rate", "standard_error", "lc_v1", "lc_minimal", "avg_length", "empty", "n"]
 
 
@@ -89,11 +90,24 @@ def row(annotations: pd.DataFrame, judge: str, kind: str, glm_names: list[str]) 
 
 
 def judge_row(judge, judge_name: str, model_outputs: pd.DataFrame, reference: pd.DataFrame, name: str,
-              batch_size: int, glm_names: list[str] = (MINIMAL,), kind: str = RUN, bucketing: bool = True) -> dict:
-    """One model's row under the offline judge."""
+              batch_size: int, glm_names: list[str] = (MINIMAL,), kind: str = RUN, bucketing: bool = True,
+              save_to: Path | None = None) -> dict:
+    """One model's row under the offline judge; with ``save_to``, its annotations there too
+    (``annotations.json``, alpaca_eval's format: :func:`read_annotations` reads them)."""
     annotations = annotate(judge, judge_name, model_outputs, reference, name, batch_size, bucketing)
+    if save_to is not None:
+        from nbutils.store.files import write_json
+        write_json(annotations.to_dict("records"), Path(save_to) / ANNOTATIONS)
     label = OFFLINE.format(judge=judge_name, reference=reference["generator"].iloc[0])
     return row(annotations, label, kind, list(glm_names))
+
+
+def read_annotations(folder: Path) -> pd.DataFrame:
+    """A model's annotations as :func:`judge_row` saved them in ``folder``."""
+    path = Path(folder) / ANNOTATIONS
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}: run the judging cell of notebook 04 first (it saves them)")
+    return pd.read_json(path, orient="records", dtype=False)
 
 
 def published_rows(judge, judge_name: str, reference: pd.DataFrame, models: list[str], batch_size: int,

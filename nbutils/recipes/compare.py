@@ -32,9 +32,10 @@ def run_dirs(runs_dir: str | Path, names: list[str]) -> list[Path]:
     return folders
 
 
-def method(run_dir: Path) -> dict:
-    """The recipe and the keys that make its method (what a comparison varies)."""
-    params = read_json(RunFolder(run_dir).config)["params"]
+def method(run_dir: Path, params: dict | None = None) -> dict:
+    """The recipe and the keys that make its method (what a comparison varies); ``params``: the run's,
+    when read already (else from its ``config.json``)."""
+    params = params or read_json(RunFolder(run_dir).config)["params"]
     return {"recipe": params.get("recipe") or run_dir.name, **{k: params[k] for k in METHOD if k in params}}
 
 
@@ -57,7 +58,8 @@ def table(run_dirs: list[Path]) -> pd.DataFrame:
         board = leaderboard(run_dir)
         mine = board.loc[board["kind"] == RUN, "judge"] if board is not None else pd.Series(dtype=str)
         judge = mine.iloc[0] if len(mine) else None
-        frames.append(rows.assign(run=run_dir.name, judge=judge, **{k: str(v) for k, v in method(run_dir).items()}))
+        keys = {k: str(v) for k, v in method(run_dir, params).items()}
+        frames.append(rows.assign(run=run_dir.name, judge=judge, **keys))
     out = pd.concat(frames, ignore_index=True)
     first = ["run", "recipe", *[k for k in METHOD if k in out], "iteration", "judge"]
     return out[first + [c for c in out.columns if c not in first]].set_index(["run", "iteration"])

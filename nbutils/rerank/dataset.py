@@ -119,10 +119,12 @@ def length_stats(pairs: pd.DataFrame) -> dict:
 
 
 def examples(pairs: pd.DataFrame, k: int = 3):
-    """The first ``k`` pairs side by side, full text."""
-    table = pd.DataFrame({"prompt": pairs["prompt"].head(k),
-                          "chosen": pairs["chosen"].head(k).map(lambda m: m[-1]["content"]),
-                          "score_chosen": pairs["score_chosen"].head(k).round(3),
-                          "rejected": pairs["rejected"].head(k).map(lambda m: m[-1]["content"]),
-                          "score_rejected": pairs["score_rejected"].head(k).round(3)})
+    """The first pair of each of the first ``k`` prompts side by side, full text (``all_pairs`` gives a
+    prompt several pairs: one each shows ``k`` prompts)."""
+    first = pairs.drop_duplicates("prompt_id").head(k)
+    table = pd.DataFrame({"prompt": first["prompt"],
+                          "chosen": first["chosen"].map(lambda m: m[-1]["content"]),
+                          "score_chosen": first["score_chosen"].round(3),
+                          "rejected": first["rejected"].map(lambda m: m[-1]["content"]),
+                          "score_rejected": first["score_rejected"].round(3)})
     return table.style.set_properties(**{"text-align": "left", "white-space": "pre-wrap"})

@@ -32,3 +32,24 @@ def pair_lengths(pairs, path, title: str = "Chosen vs rejected length"):
            title=f"{title}\nchosen is longer in {longer:.0%} of pairs")
     ax.legend()
     return save(fig, path)
+
+
+def comparison_matrix(matrix, answers, path, title: str = "Pairwise comparisons"):
+    """Heatmap of the K×K matrix (row i, column j: how much the ranker prefers answer i to j), each
+    answer labelled with its length and its part in the pairs (``answers``: comparisons.example's rows)."""
+    import numpy as np
+    k = len(matrix)
+    labels = [f"{i}: {c} ch" + (f" ({p})" if p else "") for i, (c, p) in
+              enumerate(zip(answers["chars"], answers.get("picked", [""] * k)))]
+    top = float(np.abs(matrix).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(1.1 * k + 3, 0.9 * k + 1.5))
+    image = ax.imshow(matrix, cmap="RdBu", vmin=-top, vmax=top)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(matrix[i, j]) > 0.6 * top else "black")
+    ax.set_xticks(range(k), [str(j) for j in range(k)])
+    ax.set_yticks(range(k), labels)
+    ax.set(xlabel="answer j", ylabel="answer i", title=title)
+    fig.colorbar(image, ax=ax, label="i preferred to j (logit)")
+    return save(fig, path)

@@ -28,5 +28,21 @@ class PointwiseRanker:
             pos += len(cs)
         return out
 
-    def truncation(self, prompts, candidates) -> dict:
-        return {}
+    def truncation(self, prompts, candidates) -> list[dict]:
+        """Per prompt, what the ranker cuts (:func:`truncated_rows`); none here."""
+        return [{} for _ in prompts]
+
+
+def truncated_rows(count, prompts, candidates, source_limit: int, candidate_limit: int) -> list[dict]:
+    """Per prompt: 1 when the ranker reads its prompt in part, how many of its responses it cuts, and
+    both limits. ``count(texts, kind)``: each text's tokens as the ranker reads it (kind ``source`` or
+    ``candidate``), one tokenizer call for all of them."""
+    sources = count(list(prompts), "source")
+    flat = count([c for row in candidates for c in row], "candidate")
+    out, pos = [], 0
+    for s, row in zip(sources, candidates):
+        out.append({"prompts_truncated_by_ranker": int(s > source_limit),
+                    "responses_truncated_by_ranker": sum(n > candidate_limit for n in flat[pos: pos + len(row)]),
+                    "ranker_source_maxlength": source_limit, "ranker_candidate_maxlength": candidate_limit})
+        pos += len(row)
+    return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from nbutils.chat import conversation
 from nbutils.store.files import repo_path
-from nbutils.rerank.pointwise import PointwiseRanker, RankerError
+from nbutils.rerank.pointwise import PointwiseRanker, RankerError, truncated_rows
 from nbutils.sources.kinds import SELF, TINY_RANKERS, is_function_spec, looks_local
 
 
@@ -98,17 +98,14 @@ class PairRMRanker:
             unpadded += int(pair[:, off].sum())
         return {"processed": processed, "unpadded": unpadded}
 
-    def truncation(self, prompts: list[str], candidates: list[list[str]]) -> dict:
-        """Prompts and responses longer than PairRM reads (source / candidate max length)."""
+    def truncation(self, prompts: list[str], candidates: list[list[str]]) -> list[dict]:
+        """Per prompt: its prompt and responses longer than PairRM reads (source / candidate max length)."""
         tok, cfg = self.blender.ranker_tokenizer, self.blender.ranker_config
+        prefix = {"source": "<|source|>", "candidate": "<|candidate|>"}
 
-        def too_long(texts, prefix, limit):
-            return sum(len(ids) > limit for ids in tok([prefix + t for t in texts])["input_ids"]) if texts else 0
-        flat = [c for row in candidates for c in row]
-        return {"prompts_truncated_by_ranker": too_long(prompts, "<|source|>", cfg.source_maxlength),
-                "responses_truncated_by_ranker": too_long(flat, "<|candidate|>", cfg.candidate_maxlength),
-                "ranker_source_maxlength": cfg.source_maxlength,
-                "ranker_candidate_maxlength": cfg.candidate_maxlength}
+        def count(texts, kind):
+            return [len(ids) for ids in tok([prefix[kind] + t for t in texts])["input_ids"]] if texts else []
+        return truncated_rows(count, prompts, candidates, cfg.source_maxlength, cfg.candidate_maxlength)
 
 
 class RewardModelRanker(PointwiseRanker):

@@ -56,11 +56,11 @@ def score_rows(stage, ranker, rows: list[dict]) -> tuple[pd.DataFrame, float]:
                           stage["ranker_batch_size"], bucketing=stage["ranker_bucketing"])
     elapsed = time.perf_counter() - t0
     out = []
-    for row, k, s in zip(rows, keep, scored):
+    cuts = ranker.truncation([row["prompt"] for row in rows], [list(row["all_generated_responses"]) for row in rows])
+    for row, k, s, cut in zip(rows, keep, scored, cuts):
         full = [None] * len(row["all_generated_responses"])
         for j, value in zip(k, s):
             full[j] = float(value)
-        cut = ranker.truncation([row["prompt"]], [list(row["all_generated_responses"])])
         out.append({"prompt_id": row["prompt_id"], "all_rm_scores": full,
                     **{f"truncated_{key}": value for key, value in cut.items()}})
     return pd.DataFrame(out), elapsed

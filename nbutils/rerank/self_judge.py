@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from nbutils.chat import prompt_ids
-from nbutils.rerank.pointwise import PointwiseRanker, RankerError
+from nbutils.rerank.pointwise import PointwiseRanker, RankerError, truncated_rows
 from nbutils.sources.kinds import SELF
 
 RUBRIC = (
@@ -103,12 +103,10 @@ class SelfJudge(PointwiseRanker):
             pos += len(cs)
         return out
 
-    def truncation(self, prompts, candidates) -> dict:
-        def too_long(texts, limit):
-            return sum(len(ids) > limit for ids in self.tokenizer(list(texts))["input_ids"]) if texts else 0
-        return {"prompts_truncated_by_ranker": too_long(prompts, MAX_INSTRUCTION_TOKENS),
-                "responses_truncated_by_ranker": too_long([c for cs in candidates for c in cs], MAX_ANSWER_TOKENS),
-                "ranker_source_maxlength": MAX_INSTRUCTION_TOKENS, "ranker_candidate_maxlength": MAX_ANSWER_TOKENS}
+    def truncation(self, prompts, candidates) -> list[dict]:
+        def count(texts, kind):
+            return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]] if texts else []
+        return truncated_rows(count, prompts, candidates, MAX_INSTRUCTION_TOKENS, MAX_ANSWER_TOKENS)
 
 
 def digit_ids(tokenizer, prefill: list[int], path) -> list[int]:

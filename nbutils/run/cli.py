@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from nbutils.run import params as P
 from nbutils.exec.devices import DeviceError
@@ -12,6 +13,7 @@ from nbutils.run.lock import RunLocked
 from nbutils.run.preflight import PreflightError
 from nbutils.run.runner import DiskFull
 from nbutils.run.commands import InputError
+from nbutils.show.book import BookError
 
 
 def _overrides(pairs: list[list[str]] | None) -> dict:
@@ -52,6 +54,25 @@ def comparison_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a folder name (letters, digits, '.', '-', '_')")
     return value
+
+
+def run_folder(value: str) -> str:
+    """``book --run``: a finished run (its report.html), as a folder or a name under runs/."""
+    from nbutils.store.files import repo_path
+    path = repo_path(value) if "/" in value or os.sep in value else repo_path("runs") / value
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no run at {path}: run it first "
+                                         "(python -m nbutils run -f recipes/<name>.yaml)")
+    if not (path / "report.html").is_file():
+        raise argparse.ArgumentTypeError(f"{path} has no report.html: finish the run first "
+                                         "(python -m nbutils run -f <its recipe>; finished stages are not rerun)")
+    return str(path)
+
+
+def default_run() -> str:
+    """The real-model demo's run where it has a report, else ``make demo``'s."""
+    from nbutils.store.files import repo_path
+    return run_folder("smol" if repo_path("runs/smol/report.html").is_file() else "tiny")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -97,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", type=comparison_name,
                     help="the comparison's folder under runs_dir (default: compare-<run names>)")
     sp.add_argument("--verbose", action="store_true", help="stream each notebook's output to the terminal")
+    sp = sub.add_parser("book", help="build runs/<run>/book/: a static site of README.md, docs/ and the run's report "
+                                     "and executed notebooks (MkDocs; opens offline from file://)")
+    sp.add_argument("--run", type=run_folder, help="the run: a folder or a name under runs/ "
+                                                   "(default: smol if it has a report, else tiny)")
     sub.add_parser("params", help="list every param with its type and help")
     sub.add_parser("tiny", help="build (or find) the tiny models in the cache")
     return ap
@@ -152,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             from nbutils.run.compare import compare_recipes
             compare_recipes(args.files, _overrides(args.pairs), args.name or "", args.verbose)
+        elif args.command == "book":
+            from nbutils.run.report import executed_notebooks
+            from nbutils.show.book import build_book
+            run_dir = Path(args.run or default_run())
+            print(build_book(run_dir, executed_notebooks(run_dir)) / "index.html")
         elif args.command == "params":
             for d in P.vocabulary().values():
                 print(f"{d.name:24} {d.annotation:8} {d.notebook:14} {d.help}")
@@ -161,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     except (P.ParamsError, DeviceError, HubError, PreflightError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except argparse.ArgumentTypeError as e:  # book's default run, missing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (InputError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
