@@ -10,13 +10,11 @@ the score differences ``s_i − s_j``, and its scores are its own.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
 from nbutils.rerank.pairs import select_pairs
-from nbutils.sources.kinds import SELF, is_function_spec
+from nbutils.rerank.rankers import is_pairrm, load_ranker
 
 
 def example(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -32,20 +30,11 @@ def example(pairs: pd.DataFrame) -> pd.DataFrame:
     raise ValueError("no prompt in these pairs has all its answers non-empty: nothing to show")
 
 
-def is_pairwise(ranker: str) -> bool:
-    """Whether ``ranker`` is PairRM-format (compares two answers at once)."""
-    if ranker == SELF or is_function_spec(ranker):
-        return False
-    from nbutils.rerank.rankers import local_dir
-    return "ranker_type" in json.loads((local_dir(ranker) / "config.json").read_text())
-
-
 def _pairrm_matrix(ranker: str, device: str, prompt: str, answers: list[str]) -> np.ndarray:
     """In the worker: llm-blender's ``_full_predict`` on one prompt, as ``Blender.rank`` batches it."""
     import torch
 
     from nbutils.logs import quiet
-    from nbutils.rerank.rankers import load_ranker
     quiet()
     blender = load_ranker(ranker, device).blender
     from llm_blender.blender.blender_utils import RankerDataset
@@ -58,7 +47,7 @@ def _pairrm_matrix(ranker: str, device: str, prompt: str, answers: list[str]) ->
 def matrix(stage, answers: pd.DataFrame) -> np.ndarray:
     """The K×K matrix for :func:`example`'s answers: PairRM's logits (``M[i, i]`` = 0), computed in a
     worker; a pointwise ranker's score differences."""
-    if not is_pairwise(stage["ranker"]):
+    if not is_pairrm(stage["ranker"]):
         s = answers["stored score"].to_numpy()
         return s[:, None] - s[None, :]
     from nbutils.exec.placement import worker_devices, worker_envs

@@ -37,6 +37,16 @@ def local_dir(name: str) -> Path:
     return model_snapshot(name)
 
 
+def pairrm_format(path: Path) -> bool:
+    """Whether the ranker in ``path`` is PairRM-format (its config names a ``ranker_type``)."""
+    return "ranker_type" in json.loads((path / "config.json").read_text())
+
+
+def is_pairrm(name: str) -> bool:
+    """Whether the ranker ``name`` compares two answers at once (PairRM) rather than scoring each alone."""
+    return name != SELF and not is_function_spec(name) and pairrm_format(local_dir(name))
+
+
 class PairRMRanker:
     """llm-blender's PairRanker (made right under transformers 5 by nbutils.compat.llm_blender).
 
@@ -182,6 +192,5 @@ def load_ranker(name: str, device: str | None = None, policy: str | None = None,
     if (name, device) not in _LOADED:
         _LOADED.clear()
         path = local_dir(name)
-        is_pairrm = "ranker_type" in json.loads((path / "config.json").read_text())
-        _LOADED[name, device] = (PairRMRanker if is_pairrm else RewardModelRanker)(path, device)
+        _LOADED[name, device] = (PairRMRanker if pairrm_format(path) else RewardModelRanker)(path, device)
     return _LOADED[name, device]
